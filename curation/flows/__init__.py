@@ -1,0 +1,1 @@
+"""Prefect flows and deployments. The only package that imports Prefect."""

@@ -1,0 +1,108 @@
+"""One registry per component kind, keyed by the name used in recipes.
+
+A component is a class with a nested pydantic `Config`. Registration is one decorator:
+
+    @SELECTORS.register("kmq")
+    class KMQ(Selector):
+        class Config(SelectorConfig):
+            k: int = 64
+
+Recipes validate each stage entry against the registered `Config`, so a typo fails when the
+recipe is loaded, before any model loads. Implementation modules keep heavy imports (torch,
+vllm, transformers) inside functions so that validation stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from curation.schema import fingerprint
+
+T = TypeVar("T")
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component configuration: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Component:
+    """Base of every component: holds its validated config and knows its fingerprint."""
+
+    Config: type[ComponentConfig] = ComponentConfig
+    name: str = ""  # set by Registry.register
+    version: str = "1"  # bump when a change alters outputs, so cached artifacts are recomputed
+
+    def __init__(self, config: ComponentConfig | None = None, **kwargs: Any) -> None:
+        if config is None:
+            config = self.Config(**kwargs)
+        elif kwargs:
+            config = config.model_copy(update=kwargs)
+        self.config = config
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.name, self.config.model_dump(mode="json"), self.version)
+
+
+class UnknownComponent(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; this one is for people
+        return str(self.args[0])
+
+
+class Registry(Generic[T]):
+    """Name -> component class, filled on first use by importing every module of `package`.
+
+    Adding a component is one file in the package with one `register` decorator: no list to edit.
+    """
+
+    def __init__(self, kind: str, package: str) -> None:
+        self.kind = kind
+        self._package = package
+        self._classes: dict[str, type] = {}
+        self._loaded = False
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def deco(cls: type[T]) -> type[T]:
+            if name in self._classes and self._classes[name] is not cls:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            cls.name = name  # type: ignore[attr-defined]
+            self._classes[name] = cls
+            return cls
+
+        return deco
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            pkg = importlib.import_module(self._package)
+            for info in pkgutil.iter_modules(pkg.__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{self._package}.{info.name}")
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._classes)
+
+    def get(self, name: str) -> type[T]:
+        self._load()
+        try:
+            return self._classes[name]
+        except KeyError:
+            raise UnknownComponent(
+                f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def config_model(self, name: str) -> type[ComponentConfig]:
+        return self.get(name).Config  # type: ignore[attr-defined,no-any-return]
+
+    def build(self, name: str, config: ComponentConfig | dict[str, Any] | None = None) -> T:
+        cls = self.get(name)
+        if isinstance(config, dict):
+            config = cls.Config(**config)  # type: ignore[attr-defined]
+        return cls(config)  # type: ignore[call-arg]

@@ -1,0 +1,271 @@
+"""The shared vocabulary: Arrow schemas of every table, id functions, message/text conversion.
+
+Every stage reads and writes these tables. Ids are content hashes, so the same prompt or
+response gets the same id in every run and every import: deduplication, caching and joins
+come for free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+import polars as pl
+import pyarrow as pa
+
+ID_HEX_CHARS = 16
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGES = pa.list_(MESSAGE)
+ROLES = ("system", "user", "assistant", "tool")
+
+PROMPTS = pa.schema(
+    [
+        ("prompt_id", pa.string()),
+        ("messages", MESSAGES),
+        ("source", pa.string()),
+        ("meta", pa.string()),  # JSON object: reference answers, tests, upstream fields
+    ]
+)
+
+CANDIDATES = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("text", pa.string()),
+        ("generator", pa.string()),  # "dataset:<source>" for imported responses
+        ("seed", pa.int64()),
+        ("sample_index", pa.int32()),
+        ("n_tokens", pa.int32()),
+        ("logprob", pa.float64()),
+        ("finish_reason", pa.string()),
+        ("error", pa.string()),  # per-row generation failure; text is null then
+    ]
+)
+
+SCORES = pa.schema(
+    [
+        ("target_id", pa.string()),  # a candidate_id (pointwise) or a pair_id (pairwise)
+        ("scorer", pa.string()),  # the name given in the recipe
+        ("scorer_fingerprint", pa.string()),
+        ("value", pa.float64()),  # null when the scorer failed on this row
+        ("detail", pa.string()),  # JSON: rationale, per-criterion scores, both-order verdicts
+        ("error", pa.string()),
+    ]
+)
+
+PAIRS = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("margin", pa.float64()),  # score(chosen) - score(rejected) under `score`; null if unknown
+        ("score", pa.string()),  # the scorer whose values built the pair; null for human labels
+        ("builder", pa.string()),
+        ("label_source", pa.string()),
+        ("confidence", pa.float64()),  # P(chosen is better) when the labeller gives one
+    ]
+)
+
+DECISIONS = pa.schema(
+    [
+        ("target_id", pa.string()),
+        ("stage", pa.string()),  # e.g. "select.0:noise"
+        ("kept", pa.bool_()),
+        ("rank", pa.int64()),  # order of selection, null when unordered or dropped
+        ("weight", pa.float64()),  # importance weight (sensitivity sampling), else 1.0
+        ("flip", pa.bool_()),  # noise filter: swap chosen and rejected
+        ("epsilon", pa.float64()),  # noise filter: label-smoothing for a cDPO-style loss
+        ("reason", pa.string()),  # a code: kept, duplicate, low_margin, noisy_label, budget, ...
+        ("detail", pa.string()),  # JSON
+    ]
+)
+
+QUARANTINE = pa.schema(
+    [
+        ("file", pa.string()),
+        ("line", pa.int64()),  # 1-based line (JSONL) or row number (other readers)
+        ("field", pa.string()),
+        ("reason", pa.string()),
+        ("raw", pa.string()),  # the offending row, truncated
+    ]
+)
+
+# A published version: one denormalised row per pair, what consumers and exporters read.
+VERSION_ROWS = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("prompt_id", pa.string()),
+        ("chosen_id", pa.string()),
+        ("rejected_id", pa.string()),
+        ("prompt", MESSAGES),  # the conversation before the final assistant turn
+        ("chosen", pa.string()),
+        ("rejected", pa.string()),
+        ("chosen_score", pa.float64()),
+        ("rejected_score", pa.float64()),
+        ("margin", pa.float64()),
+        ("score", pa.string()),
+        ("builder", pa.string()),
+        ("label_source", pa.string()),
+        ("confidence", pa.float64()),
+        ("weight", pa.float64()),
+        ("epsilon", pa.float64()),
+        ("split", pa.string()),  # "train" unless a split was asked for
+        ("source", pa.string()),
+        ("scores", pa.string()),  # JSON {scorer: {"chosen": v, "rejected": v, "detail": ...}}
+        ("meta", pa.string()),  # JSON: upstream fields kept for provenance
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "prompts": PROMPTS,
+    "candidates": CANDIDATES,
+    "scores": SCORES,
+    "pairs": PAIRS,
+    "decisions": DECISIONS,
+    "quarantine": QUARANTINE,
+    "version_rows": VERSION_ROWS,
+}
+
+
+class SchemaError(ValueError):
+    """A frame does not match the table it claims to be."""
+
+
+# ---------------------------------------------------------------- ids
+
+
+def content_hash(*parts: Any) -> str:
+    """Stable hex hash of JSON-serialisable parts (order matters, dict keys do not)."""
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ID_HEX_CHARS]
+
+
+def prompt_id(messages: Sequence[Mapping[str, str]]) -> str:
+    return content_hash("prompt", [[m["role"], m["content"]] for m in messages])
+
+
+def candidate_id(prompt_id_: str, generator: str, seed: int | None, sample_index: int) -> str:
+    """Id of a generated candidate: who generated it, with which seed, which sample."""
+    return content_hash("candidate", prompt_id_, generator, seed, sample_index)
+
+
+def response_id(prompt_id_: str, text: str) -> str:
+    """Id of a response that came with a dataset: its content, whatever file it came from.
+
+    Content-only, so import -> export -> import gives the same ids.
+    """
+    return content_hash("response", prompt_id_, text)
+
+
+def pair_id(prompt_id_: str, chosen_id: str, rejected_id: str) -> str:
+    return content_hash("pair", prompt_id_, chosen_id, rejected_id)
+
+
+def fingerprint(name: str, config: Mapping[str, Any] | None = None, version: str = "1") -> str:
+    """Fingerprint of a component: its name, configuration and implementation version."""
+    return content_hash("component", name, dict(config or {}), version)
+
+
+# ---------------------------------------------------------------- messages and text
+
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant|System):[ \t]?")
+_ROLE_OF_SPEAKER = {"Human": "user", "Assistant": "assistant", "System": "system"}
+_SPEAKER_OF_ROLE = {v: k for k, v in _ROLE_OF_SPEAKER.items()}
+
+
+def messages_to_text(messages: Sequence[Mapping[str, str]]) -> str:
+    """Flatten a conversation: a lone user turn is its content; otherwise hh-rlhf style turns.
+
+    Matches the `prompt` column of the shared corpus ('Human: ...\\n\\nAssistant: ...').
+    """
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(
+        f"{_SPEAKER_OF_ROLE.get(m['role'], m['role'].capitalize())}: {m['content']}" for m in messages
+    )
+
+
+def text_to_messages(text: str) -> list[dict[str, str]]:
+    """Parse an hh-rlhf style transcript into messages; plain text becomes one user turn."""
+    matches = list(_TURN.finditer(text))
+    if not matches or matches[0].start() != 0 and text[: matches[0].start()].strip():
+        return [{"role": "user", "content": text.strip()}]
+    out = []
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        out.append({"role": _ROLE_OF_SPEAKER[m.group(1)], "content": text[m.end() : end].strip()})
+    return out
+
+
+def user_prompt(content: str, system: str | None = None) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system}] if system else []
+    return msgs + [{"role": "user", "content": content}]
+
+
+def check_messages(messages: Any) -> str | None:
+    """Why `messages` is not a valid prompt conversation, or None when it is."""
+    if not isinstance(messages, list) or not messages:
+        return "must be a non-empty list of {role, content}"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
+            return f"turn {i} must be an object with exactly 'role' and 'content'"
+        if m["role"] not in ROLES:
+            return f"turn {i} has unknown role {m['role']!r}"
+        if not isinstance(m["content"], str):
+            return f"turn {i} content must be a string, got {type(m['content']).__name__}"
+    if messages[-1]["role"] != "user":
+        return "must end with a user turn"
+    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+        return "has no non-empty user turn"
+    return None
+
+
+# ---------------------------------------------------------------- frames
+
+
+def empty(table: str) -> pl.DataFrame:
+    return pl.from_arrow(TABLES[table].empty_table())
+
+
+def conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
+    """Return `df` with exactly the table's columns, in order and with its types.
+
+    Missing nullable columns are added as nulls; extra columns are an error, so a typo in a
+    column name never silently drops data.
+    """
+    schema = TABLES[table]
+    extra = [c for c in df.columns if c not in schema.names]
+    if extra:
+        raise SchemaError(f"{table}: unexpected columns {extra}; expected {schema.names}")
+    target = pl.from_arrow(schema.empty_table()).schema
+    cols = []
+    for name, dtype in target.items():
+        if name in df.columns:
+            try:
+                cols.append(df.get_column(name).cast(dtype, strict=True))
+            except Exception as exc:  # polars raises several types here
+                raise SchemaError(f"{table}.{name}: cannot be read as {dtype}: {exc}") from exc
+        else:
+            cols.append(pl.Series(name, [None] * df.height, dtype=dtype))
+    return pl.DataFrame(cols)
+
+
+def to_arrow(df: pl.DataFrame, table: str) -> pa.Table:
+    return conform(df, table).to_arrow().cast(TABLES[table])
+
+
+def frame(rows: Iterable[Mapping[str, Any]], table: str) -> pl.DataFrame:
+    """Build a conforming frame from dict rows (missing keys become nulls)."""
+    schema = TABLES[table]
+    rows = list(rows)
+    data = {name: [r.get(name) for r in rows] for name in schema.names}
+    return pl.from_arrow(pa.table(data, schema=schema))
+
+
+def dumps(obj: Any) -> str:
+    """JSON for `meta` / `detail` columns: deterministic, UTF-8."""
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)

@@ -1,0 +1,1 @@
+"""The bundled training step (TRL) and evaluation."""
