@@ -67,6 +67,7 @@ PAIRS = pa.schema(
         ("builder", pa.string()),
         ("label_source", pa.string()),
         ("confidence", pa.float64()),  # P(chosen is better) when the labeller gives one
+        ("meta", pa.string()),  # JSON: upstream fields (tie, subset, annotator votes, ...)
     ]
 )
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -16,14 +20,33 @@ class SelectorConfig(ComponentConfig):
     seed: int = 42
 
 
-class Selector(Component):
-    """`select(pool, context)` returns a frame of the `decisions` table, one row per pool item.
+class SelectionError(ValueError):
+    """Raised before any heavy work when a selector cannot run on the pool it was given."""
 
-    Nothing is deleted: dropped items get `kept = false` and a reason code. Deterministic for
-    a seed. Embeddings and scores come through the context.
+
+@dataclass
+class SelectionContext:
+    """What a selector may use besides the pool rows.
+
+    The pool is a pairs pool (the `version_rows` columns, id column `pair_id`) or a candidates
+    pool (candidate_id, prompt_id, messages, text, meta; id column `candidate_id`).
+    `scores` holds the `scores` table rows for the pool's items (pointwise scores of
+    candidates and pairwise scores of pairs). `embed(texts)` turns strings into an (n, d)
+    float32 matrix (cached; MiniLM by default). Selectors ask for what they need through the
+    methods below, which raise `SelectionError` naming what is missing.
     """
 
-    Config = SelectorConfig
+    id_column: str
+    scores: pl.DataFrame
+    embed: Callable[[list[str]], np.ndarray] | None = None
+    stage: str = "select"
+    cache: dict = field(default_factory=dict)
 
-    def select(self, pool: pl.DataFrame, context: object) -> pl.DataFrame:
-        raise NotImplementedError
+    def budget(self, config: SelectorConfig, pool_size: int) -> int:
+        """Resolve `budget` (count or fraction) against the pool; the whole pool when unset."""
+        if pool_size == 0:
+            raise SelectionError(f"{self.stage}: the pool is empty; nothing to select from")
+        if config.budget is None:
+            return pool_size
+        n = round(config.budget * pool_size) if config.budget < 1 else int(config.budget)
+        return max(1, min(n, pool_size))
