@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import polars as pl
 from pydantic import Field
 
+from curation import schema
 from curation.registry import Component, ComponentConfig
 
 
@@ -37,7 +40,7 @@ class SelectionContext:
     """
 
     id_column: str
-    scores: pl.DataFrame
+    scores: pl.DataFrame = field(default_factory=lambda: schema.empty("scores"))
     embed: Callable[[list[str]], np.ndarray] | None = None
     stage: str = "select"
     cache: dict = field(default_factory=dict)
@@ -50,3 +53,195 @@ class SelectionContext:
             return pool_size
         n = round(config.budget * pool_size) if config.budget < 1 else int(config.budget)
         return max(1, min(n, pool_size))
+
+    # ------------------------------------------------------------ what selectors ask for
+
+    @property
+    def pool_kind(self) -> str:
+        """"pairs" when the pool is a pairs pool, else "candidates"."""
+        return "pairs" if self.id_column == "pair_id" else "candidates"
+
+    def ids(self, pool: pl.DataFrame) -> list[str]:
+        if self.id_column not in pool.columns:
+            raise SelectionError(f"{self.stage}: the pool has no {self.id_column!r} column")
+        return pool.get_column(self.id_column).to_list()
+
+    def scorer_names(self) -> list[str]:
+        if self.scores is None or self.scores.height == 0:
+            return []
+        return sorted(self.scores.get_column("scorer").unique().to_list())
+
+    def values(self, scorer: str, target_ids: Sequence[str], *, allow_missing: bool = False) -> np.ndarray:
+        """The `scorer` values of `target_ids` (float64, NaN where missing if `allow_missing`).
+
+        Raises `SelectionError` when the scorer produced nothing, when a value is NaN or
+        infinite, or (unless `allow_missing`) when an id has no value.
+        """
+        present = self.scorer_names()
+        if scorer not in present:
+            raise SelectionError(
+                f"{self.stage}: needs scores from {scorer!r} but no scorer of that name produced any; "
+                f"scores present: {', '.join(present) or '(none)'}"
+            )
+        rows = self.scores.filter(pl.col("scorer") == scorer).select("target_id", "value")
+        lookup: dict[str, float | None] = dict(zip(rows["target_id"].to_list(), rows["value"].to_list()))
+        out = np.full(len(target_ids), np.nan)
+        missing: list[str] = []
+        for i, tid in enumerate(target_ids):
+            v = lookup.get(tid)
+            if v is None:
+                missing.append(tid)
+                continue
+            if not math.isfinite(v):
+                raise SelectionError(f"{self.stage}: scorer {scorer!r} gave a non-finite value {v!r} for {tid}")
+            out[i] = v
+        if missing and not allow_missing:
+            raise SelectionError(
+                f"{self.stage}: scorer {scorer!r} has no value for {len(missing)} of {len(target_ids)} "
+                f"items (first: {', '.join(missing[:3])}); failed rows must be dropped or re-scored first"
+            )
+        return out
+
+    def margins(self, pool: pl.DataFrame, scorer: str | None = None) -> np.ndarray:
+        """Per-pair margin: under `scorer` (pointwise chosen minus rejected, or its pairwise value)
+        when named, else the pool's `margin` column. Non-finite or missing values raise."""
+        if self.pool_kind != "pairs":
+            raise SelectionError(f"{self.stage}: margins need a pairs pool, got a candidates pool")
+        if scorer is None:
+            if "margin" not in pool.columns:
+                raise SelectionError(f"{self.stage}: the pool has no 'margin' column; name a scorer")
+            col = pool.get_column("margin").cast(pl.Float64)
+            values = col.to_numpy().astype(np.float64)
+            bad = np.flatnonzero(~np.isfinite(values))
+            if bad.size:
+                ids = pool.get_column("pair_id").to_list()
+                raise SelectionError(
+                    f"{self.stage}: {bad.size} pairs have a null, NaN or infinite margin (first: {ids[bad[0]]}); "
+                    f"name a scorer or drop them first"
+                )
+            return values
+        names = self.scorer_names()
+        pair_ids = self.ids(pool)
+        pairwise = set(self.scores.filter(pl.col("scorer") == scorer)["target_id"].to_list()) if scorer in names else set()
+        if pairwise and all(p in pairwise for p in pair_ids):
+            return self.values(scorer, pair_ids)
+        chosen = self.values(scorer, pool.get_column("chosen_id").to_list())
+        rejected = self.values(scorer, pool.get_column("rejected_id").to_list())
+        return chosen - rejected
+
+    def embeddings(self, texts: list[str], key: str | None = None) -> np.ndarray:
+        """Embeddings of `texts` through the context's embedder; cached under `key` when given."""
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        if self.embed is None:
+            raise SelectionError(
+                f"{self.stage}: needs embeddings but the selection context has no embedder "
+                "(pass embed=..., e.g. curation.embed.Embedder().embed)"
+            )
+        out = np.asarray(self.embed(texts), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(texts):
+            raise SelectionError(f"{self.stage}: embedder returned shape {out.shape} for {len(texts)} texts")
+        if not np.isfinite(out).all():
+            raise SelectionError(f"{self.stage}: embedder returned NaN or infinite values")
+        if key is not None:
+            self.cache[key] = out
+        return out
+
+    def prompt_embeddings(self, pool: pl.DataFrame) -> np.ndarray:
+        """Embeddings of each pool item's prompt (the toolkit default for diversity and coverage)."""
+        texts = prompt_texts(pool)
+        return self.embeddings(texts, key=("prompt", tuple(self.ids(pool))))  # type: ignore[arg-type]
+
+
+def prompt_texts(pool: pl.DataFrame) -> list[str]:
+    """The flattened prompt of each pool row (from `prompt` / `messages`)."""
+    col = "prompt" if "prompt" in pool.columns else "messages" if "messages" in pool.columns else None
+    if col is None:
+        raise SelectionError("the pool has neither a 'prompt' nor a 'messages' column")
+    out = []
+    for m in pool.get_column(col).to_list():
+        out.append(schema.messages_to_text(m) if isinstance(m, list) else (m or ""))
+    return out
+
+
+def response_texts(pool: pl.DataFrame) -> list[str]:
+    """The response each item stands for: `text` for candidates, `chosen` for pairs."""
+    col = "text" if "text" in pool.columns else "chosen" if "chosen" in pool.columns else None
+    if col is None:
+        raise SelectionError("the pool has neither a 'text' nor a 'chosen' column")
+    return [t or "" for t in pool.get_column(col).to_list()]
+
+
+class Selector(Component):
+    """Decides, for every item of a pool, whether it is kept (and with which rank, weight, flip, epsilon).
+
+    `select(pool, context)` returns a frame of the `decisions` table with exactly one row per
+    pool item, in pool order, `stage` = `context.stage`. Deterministic for a seed. Checks that
+    can fail (missing scores, embeddings, bad budgets) run before heavy work.
+    """
+
+    Config: type[SelectorConfig] = SelectorConfig  # type: ignore[assignment]
+    pool_kinds: ClassVar[tuple[str, ...]] = ("pairs", "candidates")
+
+    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def check_pool(self, pool: pl.DataFrame, context: SelectionContext) -> None:
+        """Empty pools and pool kinds this selector cannot handle raise `SelectionError`."""
+        if pool.height == 0:
+            raise SelectionError(f"{context.stage}: the pool is empty; nothing to select from")
+        if context.pool_kind not in self.pool_kinds:
+            raise SelectionError(
+                f"{context.stage}: selector {self.name!r} works on {' or '.join(self.pool_kinds)} pools, "
+                f"not on a {context.pool_kind} pool"
+            )
+
+
+def decisions(
+    context: SelectionContext,
+    ids: Sequence[str],
+    kept: Iterable[bool],
+    *,
+    reason_dropped: str | Sequence[str] = "budget",
+    reason_kept: str | Sequence[str] = "kept",
+    rank: Sequence[int | None] | None = None,
+    weight: Sequence[float] | None = None,
+    flip: Sequence[bool] | None = None,
+    epsilon: Sequence[float | None] | None = None,
+    detail: Sequence[dict[str, Any] | None] | dict[str, Any] | None = None,
+) -> pl.DataFrame:
+    """Build the `decisions` frame of one step: one row per id, in order."""
+    kept = [bool(k) for k in kept]
+    n = len(ids)
+    if len(kept) != n:
+        raise ValueError(f"{len(kept)} keep flags for {n} ids")
+
+    def per_item(value: Any, default: Any) -> list[Any]:
+        if value is None:
+            return [default] * n
+        if isinstance(value, (str, dict)):
+            return [value] * n
+        value = list(value)
+        if len(value) != n:
+            raise ValueError(f"{len(value)} values for {n} ids")
+        return value
+
+    rk, rd = per_item(reason_kept, "kept"), per_item(reason_dropped, "budget")
+    ranks, weights = per_item(rank, None), per_item(weight, 1.0)
+    flips, eps, details = per_item(flip, False), per_item(epsilon, None), per_item(detail, None)
+    rows = []
+    for i in range(n):
+        rows.append(
+            {
+                "target_id": ids[i],
+                "stage": context.stage,
+                "kept": kept[i],
+                "rank": (int(ranks[i]) if ranks[i] is not None else None) if kept[i] else None,
+                "weight": float(weights[i]) if weights[i] is not None else 1.0,
+                "flip": bool(flips[i]),
+                "epsilon": float(eps[i]) if eps[i] is not None else None,
+                "reason": rk[i] if kept[i] else rd[i],
+                "detail": json.dumps(details[i], sort_keys=True, default=str) if details[i] else None,
+            }
+        )
+    return schema.frame(rows, "decisions")
