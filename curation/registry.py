@@ -15,10 +15,13 @@ vllm, transformers) inside functions so that validation stays fast.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
-from typing import Any, Callable, Generic, TypeVar
+import re
+from pathlib import Path
+from typing import Annotated, Any, Callable, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 from curation.schema import fingerprint
 
@@ -106,3 +109,58 @@ class Registry(Generic[T]):
         if isinstance(config, dict):
             config = cls.Config(**config)  # type: ignore[attr-defined]
         return cls(config)  # type: ignore[call-arg]
+
+
+# ---------------------------------------------------------------- paths in configurations
+#
+# Relative paths resolve against the folder of the recipe that names them (passed as the
+# validation context "base_dir"); files that must exist are checked when the recipe loads.
+
+
+def _resolve(value: str, info: ValidationInfo) -> Path:
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return path
+
+
+def _existing_path(value: str, info: ValidationInfo) -> str:
+    path = _resolve(value, info)
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    return str(path)
+
+
+def _model_ref(value: str, info: ValidationInfo) -> str:
+    """A local model folder, or a hub id when the hub is reachable (HF_HUB_OFFLINE unset)."""
+    path = _resolve(value, info)
+    planned = (info.context or {}).get("planned_models", set())
+    if path.exists() or str(path) in planned:
+        if path.exists() and not (path / "config.json").exists():
+            raise ValueError(f"not a model folder (no config.json): {path}")
+        return str(path)
+    looks_like_hub_id = _HUB_ID.fullmatch(value) is not None and not value.startswith((".", "/", "~"))
+    if looks_like_hub_id and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+        return value
+    raise ValueError(
+        f"model not found: {path}"
+        + (" (HF_HUB_OFFLINE is set, so it cannot be fetched from the hub)" if looks_like_hub_id else "")
+    )
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+ExistingPath = Annotated[str, AfterValidator(_existing_path)]
+"""A file or folder that must exist (relative to the recipe)."""
+
+ModelRef = Annotated[str, AfterValidator(_model_ref)]
+"""A model: a local folder with config.json (relative to the recipe), or a hub id when online."""
+
+
+def output_path(value: str, info: ValidationInfo) -> str:
+    return str(_resolve(value, info))
+
+
+OutputPath = Annotated[str, AfterValidator(output_path)]
+"""A path the run writes (relative to the recipe); need not exist yet."""

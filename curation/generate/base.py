@@ -7,7 +7,7 @@ from typing import Literal
 import polars as pl
 from pydantic import Field
 
-from curation.registry import Component, ComponentConfig
+from curation.registry import Component, ComponentConfig, ModelRef
 
 
 class SamplingParams(ComponentConfig):
@@ -24,7 +24,7 @@ class GeneratorConfig(ComponentConfig):
     """Fields every backend shares; a backend subclasses this with its own."""
 
     backend: str
-    model: str
+    model: ModelRef
     n: int = Field(1, ge=1)
     sampling: SamplingParams = Field(default_factory=SamplingParams)
     strategy: Literal["n_samples", "temperature_ladder", "perturb", "verbalized"] = "n_samples"
