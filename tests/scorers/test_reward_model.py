@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from curation.scorers import SCORERS, ScorerError
+from curation.scorers.reward_model import RewardModel
+
+from .conftest import candidate_rows
+
+
+def rm(tiny_rm, **kw):
+    return SCORERS.build("reward_model", {"name": "rm", "kind": "reward_model", "model": str(tiny_rm), **kw})
+
+
+def test_length_sorted_batches_restore_input_order(tiny_rm, hh_pairs):
+    rows = candidate_rows(hh_pairs)  # 24 responses of very different lengths
+    batched = rm(tiny_rm, batch_size=5).score(rows)
+    assert batched.get_column("target_id").to_list() == rows.get_column("candidate_id").to_list()
+    one_by_one = rm(tiny_rm, batch_size=1, sort_by_length=False).score(rows)
+    a, b = batched.get_column("value").to_list(), one_by_one.get_column("value").to_list()
+    assert all(v is not None for v in a)
+    assert a == pytest.approx(b, abs=1e-4)
+    assert len(set(round(v, 5) for v in a)) > 10  # distinct texts get distinct rewards
+    # sorting really reorders: the batches are not the input order
+    scorer = rm(tiny_rm, batch_size=5)
+    tok, _ = scorer.load()
+    ids = [scorer.encode(tok, r["messages"], r["text"]) for r in rows.to_dicts()]
+    flat = [i for b in scorer.batches(ids) for i in b]
+    assert flat != list(range(len(ids))) and sorted(flat) == list(range(len(ids)))
+    assert [len(ids[i]) for i in flat] == sorted(len(x) for x in ids)
+
+
+def test_rows_carry_name_fingerprint_and_detail(tiny_rm, hh_pairs):
+    scorer = rm(tiny_rm, max_length=16)
+    out = scorer.score(candidate_rows(hh_pairs[:2]))
+    assert set(out.get_column("scorer")) == {"rm"}
+    assert set(out.get_column("scorer_fingerprint")) == {scorer.fingerprint}
+    detail = json.loads(out.get_column("detail")[0])
+    assert detail["truncated_to"] == 16 and detail["tokens"] > 16
+
+
+def test_missing_text_is_a_row_error_not_a_crash(tiny_rm, hh_pairs):
+    rows = candidate_rows(hh_pairs[:2])
+    rows = rows.with_columns(text=rows.get_column("text").scatter(1, None))
+    out = rm(tiny_rm).score(rows)
+    assert out.get_column("value").null_count() == 1
+    assert out.get_column("error")[1] == "no response text"
+
+
+def test_bad_model_paths_fail_before_loading(tmp_path):
+    with pytest.raises(ScorerError, match="does not exist"):
+        RewardModel(name="rm", kind="reward_model", model=str(tmp_path / "nope"))
+    with pytest.raises(ScorerError, match="not a model folder"):
+        RewardModel(name="rm", kind="reward_model", model=str(tmp_path))
