@@ -1,0 +1,800 @@
+"""Versioned datasets with row-level lineage: DuckDB for the catalog, Parquet for the data.
+
+    <catalog>/catalog.duckdb          datasets, versions, runs, lineage, models, evaluations
+    <catalog>/artifacts/<stage>/<fp>.parquet
+    <catalog>/datasets/<name>/v<N>/   pairs.parquet (VERSION_ROWS), pool, prompts, candidates,
+                                      scores, decisions, quarantine parquet, manifest.json, card.md
+
+Publishing is atomic: the files are written into a temporary folder, renamed to `v<N>` and
+only then is the version row committed in one DuckDB transaction. A folder without a
+committed row is invisible and is replaced by the next publish of that number. DuckDB allows
+one writer process, so every write opens the database under an exclusive file lock, writes
+and closes; readers take a shared lock for the moment they read the small tables.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation import schema
+from curation.store import ArtifactStore, fsync_dir
+
+# Crash-testing hook: seconds to sleep after the version folder is in place and before the
+# catalog transaction (tests kill the process there and check that nothing became visible).
+PAUSE_ENV = "CURATE_PUBLISH_PAUSE_S"
+DEFAULT_CATALOG_ENV = "CURATE_CATALOG"
+DEFAULT_CATALOG = "catalogs/default"
+
+LINEAGE_TABLES = ("prompts", "candidates", "scores", "decisions", "quarantine")
+LOADABLE_TABLES = ("pairs", "pool") + LINEAGE_TABLES
+_REF = re.compile(r"^(?P<name>[^@:]+)(?:@v?(?P<version>\d+))?(?::(?P<split>train|test))?$")
+_FORBIDDEN_NAME = re.compile(r"[/\\'\"`\s\x00-\x1f\x7f]")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS datasets (
+    name VARCHAR PRIMARY KEY, created_at TIMESTAMP, description VARCHAR);
+CREATE TABLE IF NOT EXISTS versions (
+    name VARCHAR, version INTEGER, ref VARCHAR, path VARCHAR, rows BIGINT, n_train BIGINT,
+    n_test BIGINT, created_at TIMESTAMP, fingerprint VARCHAR, run_id VARCHAR, parents VARCHAR,
+    counts VARCHAR, recipe VARCHAR, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY, name VARCHAR, status VARCHAR, started_at TIMESTAMP,
+    ended_at TIMESTAMP, recipe VARCHAR, stats VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS lineage (
+    child VARCHAR, parent VARCHAR, relation VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS models (
+    model_id VARCHAR PRIMARY KEY, version_ref VARCHAR, method VARCHAR, config VARCHAR,
+    metrics VARCHAR, path VARCHAR, base_model VARCHAR, started_at TIMESTAMP, ended_at TIMESTAMP,
+    created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS evaluations (
+    eval_id VARCHAR PRIMARY KEY, model_id VARCHAR, data_ref VARCHAR, data_fingerprint VARCHAR,
+    metrics VARCHAR, judge VARCHAR, created_at TIMESTAMP);
+"""
+
+
+class CatalogError(ValueError):
+    """A catalog operation that cannot be done; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    name: str
+    version: int
+    ref: str  # "name@vN"
+    path: Path  # the version folder
+    rows: int
+    created_at: datetime
+    split: str | None = None  # set when the ref asked for ":train" or ":test"
+    parents: tuple[str, ...] = ()
+    fingerprint: str = ""
+    run_id: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    def file(self, table: str = "pairs") -> Path:
+        return self.path / f"{table}.parquet"
+
+
+# ---------------------------------------------------------------- names and refs
+
+
+def validate_name(name: str) -> str:
+    """A dataset name is a folder name: no '/', '..', quotes, whitespace or control characters."""
+    if not isinstance(name, str) or not name:
+        raise CatalogError("dataset name must be a non-empty string")
+    bad = _FORBIDDEN_NAME.search(name)
+    if bad or ".." in name or name.startswith(".") or "@" in name or ":" in name or len(name) > 200:
+        what = f"character {bad.group()!r}" if bad else "'..', a leading '.', '@' or ':'"
+        raise CatalogError(
+            f"invalid dataset name {name!r}: it contains {what}; use letters, digits, '-', '_' and '.'"
+        )
+    return name
+
+
+def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
+    """'name' | 'name@v3' | 'name@3', each with an optional ':train' / ':test' suffix."""
+    m = _REF.match(ref.strip()) if isinstance(ref, str) else None
+    if not m:
+        raise CatalogError(f"bad dataset reference {ref!r}: write NAME, NAME@vN, or either with :train / :test")
+    version = int(m.group("version")) if m.group("version") else None
+    return validate_name(m.group("name")), version, m.group("split")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(timezone.utc).replace(tzinfo=None) if value and value.tzinfo else value
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
+    return _timestamp(datetime.fromisoformat(str(value)))
+
+
+def _split_of(prompt_ids: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Deterministic prompt-level split: a prompt and all its pairs land on one side."""
+    cut = int(test_fraction * 2**32)
+    out = {}
+    for pid in prompt_ids:
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:4], "big")
+        out[pid] = "test" if h < cut else "train"
+    return out
+
+
+# ---------------------------------------------------------------- denormalisation
+
+
+def _table(tables: Mapping[str, pl.DataFrame], name: str) -> pl.DataFrame:
+    df = tables.get(name)
+    return schema.empty(name) if df is None else schema.conform(df, name)
+
+
+def _scores_json(rows: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
+    """Per pair: {scorer: {"chosen": v, "rejected": v, "pair": v}} from pointwise and pairwise scores."""
+    sc = scores.select("target_id", "scorer", "value")
+    parts = []
+    for side, key in (("chosen", "chosen_id"), ("rejected", "rejected_id"), ("pair", "pair_id")):
+        parts.append(
+            rows.select("pair_id", pl.col(key).alias("target_id"))
+            .join(sc, on="target_id", how="inner")
+            .select("pair_id", "scorer", pl.col("value").alias(side))
+        )
+    long = parts[0].join(parts[1], on=["pair_id", "scorer"], how="full", coalesce=True)
+    long = long.join(parts[2], on=["pair_id", "scorer"], how="full", coalesce=True)
+    if long.height == 0:
+        return pl.DataFrame({"pair_id": [], "scores": []}, schema={"pair_id": pl.String, "scores": pl.String})
+    key = pl.col("scorer").str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
+    entry = pl.concat_str([pl.lit('"'), key, pl.lit('":'), pl.struct("chosen", "rejected", "pair").struct.json_encode()])
+    return (
+        long.sort("pair_id", "scorer")
+        .group_by("pair_id")
+        .agg(entry.alias("e"))
+        .select("pair_id", pl.concat_str([pl.lit("{"), pl.col("e").list.join(","), pl.lit("}")]).alias("scores"))
+    )
+
+
+def build_version_rows(
+    tables: Mapping[str, pl.DataFrame], *, test_fraction: float = 0.0, seed: int = 0
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Denormalise pairs + prompts + candidates + scores + decisions into VERSION_ROWS.
+
+    An item is kept iff all its decisions keep it; flips are applied (xor); weight is the
+    product of the decisions' weights; epsilon is the last non-null one.
+    """
+    if not 0.0 <= test_fraction < 1.0:
+        raise CatalogError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    pairs = _table(tables, "pairs")
+    prompts = _table(tables, "prompts")
+    candidates = _table(tables, "candidates")
+    scores = _table(tables, "scores")
+    decisions = _table(tables, "decisions")
+    dup = pairs.filter(pl.col("pair_id").is_duplicated())
+    if dup.height:
+        raise CatalogError(f"pairs: {dup.height} rows repeat a pair_id (e.g. {dup['pair_id'][0]}); deduplicate first")
+
+    dec = (
+        decisions.filter(pl.col("target_id").is_in(pairs["pair_id"].implode()))
+        .group_by("target_id", maintain_order=True)
+        .agg(
+            pl.col("kept").fill_null(True).all().alias("_kept"),
+            (pl.col("flip").fill_null(False).cast(pl.Int64).sum() % 2 == 1).alias("_flip"),
+            pl.col("weight").fill_null(1.0).product().alias("_weight"),
+            pl.col("epsilon").drop_nulls().last().alias("_epsilon"),
+        )
+        .rename({"target_id": "pair_id"})
+    )
+    rows = pairs.join(dec, on="pair_id", how="left", maintain_order="left").with_columns(
+        pl.col("_kept").fill_null(True), pl.col("_flip").fill_null(False), pl.col("_weight").fill_null(1.0)
+    )
+    counts = {"pairs_in": pairs.height, "dropped": int((~rows["_kept"]).sum())}
+    rows = rows.filter(pl.col("_kept"))
+    counts["flipped"] = int(rows["_flip"].sum())
+    flip = pl.col("_flip")
+    meta = pl.col("meta")
+    rows = rows.with_columns(
+        pl.when(flip).then(pl.col("rejected_id")).otherwise(pl.col("chosen_id")).alias("chosen_id"),
+        pl.when(flip).then(pl.col("chosen_id")).otherwise(pl.col("rejected_id")).alias("rejected_id"),
+        pl.when(flip).then(-pl.col("margin")).otherwise(pl.col("margin")).alias("margin"),
+        pl.when(flip).then(1.0 - pl.col("confidence")).otherwise(pl.col("confidence")).alias("confidence"),
+        pl.when(~flip)
+        .then(meta)
+        .when(meta.is_null() | (meta.str.strip_chars() == "{}"))
+        .then(pl.lit('{"flipped": true}'))
+        .otherwise(pl.concat_str([pl.lit('{"flipped": true, '), meta.str.strip_chars().str.slice(1)]))
+        .alias("meta"),
+    )
+
+    prompt_cols = prompts.unique("prompt_id", keep="first").select(
+        "prompt_id", pl.col("messages").alias("prompt"), "source"
+    )
+    texts = candidates.unique("candidate_id", keep="first").select("candidate_id", "text")
+    rows = (
+        rows.join(prompt_cols, on="prompt_id", how="left", maintain_order="left")
+        .join(texts.rename({"candidate_id": "chosen_id", "text": "chosen"}), on="chosen_id", how="left", maintain_order="left")
+        .join(texts.rename({"candidate_id": "rejected_id", "text": "rejected"}), on="rejected_id", how="left", maintain_order="left")
+    )
+    for col, what in (("prompt", "prompt_id"), ("chosen", "chosen_id"), ("rejected", "rejected_id")):
+        missing = rows.filter(pl.col(col).is_null())
+        if missing.height:
+            table = "prompts" if col == "prompt" else "candidates"
+            raise CatalogError(
+                f"{missing.height} kept pairs have a {what} with no row (or no text) in `{table}` "
+                f"(e.g. pair {missing['pair_id'][0]}, {what} {missing[what][0]}); pass the {table} table"
+            )
+
+    point = scores.filter(pl.col("value").is_not_null()).unique(["target_id", "scorer"], keep="last")
+    for side in ("chosen", "rejected"):
+        rows = rows.join(
+            point.select(
+                pl.col("target_id").alias(f"{side}_id"), pl.col("scorer").alias("score"), pl.col("value").alias(f"{side}_score")
+            ),
+            on=[f"{side}_id", "score"],
+            how="left",
+            maintain_order="left",
+        )
+    rows = rows.with_columns(
+        pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
+    )
+    rows = rows.join(_scores_json(rows, point), on="pair_id", how="left", maintain_order="left")
+
+    if test_fraction > 0:
+        uniq = rows["prompt_id"].unique().to_list()
+        split_map = _split_of(uniq, test_fraction, seed)
+        rows = rows.with_columns(pl.col("prompt_id").replace_strict(split_map, return_dtype=pl.String).alias("split"))
+    else:
+        rows = rows.with_columns(pl.lit("train").alias("split"))
+    rows = rows.with_columns(pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
+    out = schema.conform(rows.select(schema.VERSION_ROWS.names), "version_rows")
+    counts["rows"] = out.height
+    counts["train"] = int((out["split"] == "train").sum())
+    counts["test"] = out.height - counts["train"]
+    counts["ties"] = int(tie_mask(out).sum())
+    return out, counts
+
+
+def tie_mask(rows: pl.DataFrame) -> pl.Series:
+    """Pairs with no preference direction: meta tie=true, or confidence exactly 0.5."""
+    tie = rows["meta"].str.json_path_match("$.tie").fill_null("false") == "true"
+    conf = rows["confidence"].fill_null(-1.0) == 0.5
+    return (tie | conf).alias("tie")
+
+
+def _write_file(df: pl.DataFrame | pa.Table, path: Path, table: str | None = None) -> None:
+    arrow = schema.to_arrow(df, table) if table and isinstance(df, pl.DataFrame) else (
+        df.to_arrow() if isinstance(df, pl.DataFrame) else df
+    )
+    with open(path, "wb") as fh:
+        pq.write_table(arrow, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[: schema.ID_HEX_CHARS]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- the catalog
+
+
+class Catalog:
+    """One catalog folder. Every method opens DuckDB for the moment it needs it and closes it."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).resolve()
+        if self.root.exists() and not self.root.is_dir():
+            raise CatalogError(f"catalog path {self.root} exists and is not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "catalog.duckdb"
+        self.lock_path = self.root / ".catalog.lock"
+        self.datasets_dir = self.root / "datasets"
+        self.store = ArtifactStore(self.root / "artifacts")
+        if not self.db_path.exists():
+            with self._write():
+                pass
+
+    def __repr__(self) -> str:
+        return f"Catalog({str(self.root)!r})"
+
+    # -- locking and connections
+
+    @contextmanager
+    def _lock(self, exclusive: bool) -> Iterator[None]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        import duckdb
+
+        with self._lock(exclusive=True):
+            con = duckdb.connect(str(self.db_path))
+            try:
+                con.execute(_DDL)
+                yield con
+            finally:
+                con.close()
+
+    def _query(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+        import duckdb
+
+        with self._lock(exclusive=False):
+            con = duckdb.connect(str(self.db_path), read_only=True)
+            try:
+                return con.sql(query, params=list(params) if params else None).pl()
+            finally:
+                con.close()
+
+    # -- versions
+
+    def versions(self, name: str | None = None) -> pl.DataFrame:
+        """Committed versions (newest last per dataset), with absolute paths."""
+        q = "SELECT * FROM versions" + (" WHERE name = ?" if name else "") + " ORDER BY name, version"
+        df = self._query(q, [validate_name(name)] if name else None)
+        return df.with_columns(pl.concat_str([pl.lit(str(self.root) + "/"), pl.col("path")]).alias("path"))
+
+    def datasets(self) -> pl.DataFrame:
+        return self._query(
+            "SELECT d.name, count(v.version) AS versions, max(v.version) AS latest, d.created_at "
+            "FROM datasets d LEFT JOIN versions v USING (name) GROUP BY d.name, d.created_at ORDER BY d.name"
+        )
+
+    def _info(self, row: Mapping[str, Any], split: str | None = None) -> VersionInfo:
+        return VersionInfo(
+            name=row["name"],
+            version=int(row["version"]),
+            ref=row["ref"],
+            path=self.root / row["path"],
+            rows=int(row["rows"]),
+            created_at=row["created_at"],
+            split=split,
+            parents=tuple(json.loads(row["parents"] or "[]")),
+            fingerprint=row["fingerprint"] or "",
+            run_id=row["run_id"],
+            counts=json.loads(row["counts"] or "{}"),
+        )
+
+    def resolve(self, ref: str | VersionInfo) -> VersionInfo:
+        """'name' (latest), 'name@vN', optionally with ':train' / ':test'."""
+        if isinstance(ref, VersionInfo):
+            return ref
+        name, version, split = parse_ref(ref)
+        found = self._query("SELECT * FROM versions WHERE name = ? ORDER BY version", [name])
+        if found.height == 0:
+            names = self._query("SELECT DISTINCT name FROM versions ORDER BY name")["name"].to_list()
+            have = ", ".join(names) if names else "none yet (publish or `curate import` one)"
+            raise CatalogError(f"unknown dataset {name!r} in catalog {self.root}; datasets: {have}")
+        if version is None:
+            row = found.row(found.height - 1, named=True)
+        else:
+            match = found.filter(pl.col("version") == version)
+            if match.height == 0:
+                have = ", ".join(f"v{v}" for v in found["version"].to_list())
+                raise CatalogError(f"dataset {name!r} has no version v{version}; versions: {have}")
+            row = match.row(0, named=True)
+        return self._info(row, split)
+
+    # -- publish
+
+    def publish(
+        self,
+        name: str,
+        tables: Mapping[str, pl.DataFrame],
+        *,
+        parents: Sequence[str] = (),
+        run: Mapping[str, Any] | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        card: str | None = None,
+        test_fraction: float = 0.0,
+        seed: int = 0,
+    ) -> VersionInfo:
+        """Publish a new immutable version of `name`: files first, then one catalog transaction."""
+        validate_name(name)
+        unknown = set(tables) - {"pairs", *LINEAGE_TABLES}
+        if unknown:
+            raise CatalogError(f"publish: unknown tables {sorted(unknown)}; use pairs, {', '.join(LINEAGE_TABLES)}")
+        if "pairs" not in tables:
+            raise CatalogError("publish: a `pairs` table is required")
+        parent_refs = [self.resolve(p).ref for p in parents]
+        rows, counts = build_version_rows(tables, test_fraction=test_fraction, seed=seed)
+        lineage_frames = {t: _table(tables, t) for t in LINEAGE_TABLES}
+        counts["quarantined"] = lineage_frames["quarantine"].height
+        run = dict(run or {})
+        run_id = str(run.get("run_id") or uuid.uuid4().hex[:16])
+
+        ds_dir = self.datasets_dir / name
+        ds_dir.mkdir(parents=True, exist_ok=True)
+        tmp = ds_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            _write_file(rows, tmp / "pairs.parquet", "version_rows")
+            _write_file(_table(tables, "pairs"), tmp / "pool.parquet", "pairs")
+            for t, df in lineage_frames.items():
+                _write_file(df, tmp / f"{t}.parquet", t)
+            fp = _sha256(tmp / "pairs.parquet")
+            with self._lock(exclusive=True):
+                version = self._next_version(name, ds_dir)
+                ref = f"{name}@v{version}"
+                created = _now()
+                manifest = {
+                    "name": name,
+                    "version": version,
+                    "ref": ref,
+                    "created_at": created.isoformat() + "Z",
+                    "rows": rows.height,
+                    "fingerprint": fp,
+                    "counts": counts,
+                    "parents": parent_refs,
+                    "run_id": run_id,
+                    "test_fraction": test_fraction,
+                    "seed": seed,
+                    "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json", "card.md"],
+                    "recipe": recipe,
+                }
+                _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
+                if card is None:
+                    from curation.report import version_card
+
+                    card = version_card(rows, lineage_frames, manifest)
+                _write_text(tmp / "card.md", card)
+                fsync_dir(tmp)
+                final = ds_dir / f"v{version}"
+                os.rename(tmp, final)
+                fsync_dir(ds_dir)
+                pause = float(os.environ.get(PAUSE_ENV) or 0)
+                if pause:
+                    time.sleep(pause)
+                self._commit_version(manifest, final, run, recipe)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return self.resolve(ref)
+
+    def _next_version(self, name: str, ds_dir: Path) -> int:
+        """Under the exclusive lock: the next number, after clearing leftovers of crashed publishes."""
+        import duckdb
+
+        con = duckdb.connect(str(self.db_path), read_only=True)
+        try:
+            committed = {r[0] for r in con.execute("SELECT version FROM versions WHERE name = ?", [name]).fetchall()}
+        finally:
+            con.close()
+        for entry in ds_dir.iterdir():
+            m = re.match(r"^v(\d+)$", entry.name)
+            if m and int(m.group(1)) not in committed:
+                shutil.rmtree(entry)  # renamed into place but never committed: invisible, replace it
+            tm = re.match(r"^\.tmp-(\d+)-", entry.name)
+            if tm and not _pid_alive(int(tm.group(1))):
+                shutil.rmtree(entry, ignore_errors=True)
+        return max(committed, default=0) + 1
+
+    def _commit_version(self, manifest: Mapping[str, Any], final: Path, run: Mapping[str, Any], recipe: Any) -> None:
+        import duckdb
+
+        con = duckdb.connect(str(self.db_path))
+        try:
+            con.execute(_DDL)
+            con.begin()
+            try:
+                name, version, ref = manifest["name"], manifest["version"], manifest["ref"]
+                created = _now()
+                con.execute(
+                    "INSERT INTO datasets (name, created_at) SELECT ?, ? "
+                    "WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE name = ?)",
+                    [name, created, name],
+                )
+                counts = manifest["counts"]
+                con.execute(
+                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        name, version, ref, str(final.relative_to(self.root)), manifest["rows"],
+                        counts["train"], counts["test"], created, manifest["fingerprint"], manifest["run_id"],
+                        json.dumps(manifest["parents"]), json.dumps(counts), json.dumps(recipe, default=str) if recipe else None,
+                    ],
+                )
+                for parent in manifest["parents"]:
+                    con.execute("INSERT INTO lineage VALUES (?, ?, 'parent', ?)", [ref, parent, created])
+                if run:
+                    self._upsert_run(con, {**run, "run_id": manifest["run_id"]}, default_name=name)
+                    con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [ref, f"run:{manifest['run_id']}", created])
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        finally:
+            con.close()
+
+    # -- runs, models, evaluations
+
+    @staticmethod
+    def _upsert_run(con: Any, run: Mapping[str, Any], default_name: str | None = None) -> str:
+        run_id = str(run.get("run_id") or uuid.uuid4().hex[:16])
+        con.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                run_id, run.get("name", default_name), run.get("status", "completed"),
+                _timestamp(run.get("started_at")), _timestamp(run.get("ended_at")),
+                json.dumps(run["recipe"], default=str) if run.get("recipe") is not None else None,
+                json.dumps(run.get("stats") or {}, default=str), _now(),
+            ],
+        )
+        return run_id
+
+    def record_run(self, run_id: str | None = None, **fields: Any) -> str:
+        """Insert or update a run (name, status, started_at, ended_at, recipe, stats)."""
+        with self._write() as con:
+            return self._upsert_run(con, {"run_id": run_id, **fields})
+
+    def runs(self) -> pl.DataFrame:
+        return self._query("SELECT * FROM runs ORDER BY created_at")
+
+    def record_model(
+        self,
+        version_ref: str,
+        method: str,
+        config: Mapping[str, Any],
+        metrics: Mapping[str, Any],
+        path: str | os.PathLike[str],
+        base_model: str | None = None,
+        started_at: Any = None,
+        ended_at: Any = None,
+    ) -> str:
+        """Record a model trained on a version; returns its model_id."""
+        info = self.resolve(version_ref)
+        ref = info.ref + (f":{info.split}" if info.split else "")
+        model_id = uuid.uuid4().hex[:16]
+        with self._write() as con:
+            con.begin()
+            con.execute(
+                "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    model_id, ref, method, json.dumps(dict(config), default=str), json.dumps(dict(metrics), default=str),
+                    str(path), base_model, _timestamp(started_at), _timestamp(ended_at), _now(),
+                ],
+            )
+            con.execute("INSERT INTO lineage VALUES (?, ?, 'trained_on', ?)", [f"model:{model_id}", ref, _now()])
+            con.commit()
+        return model_id
+
+    def models(self) -> pl.DataFrame:
+        return self._query("SELECT * FROM models ORDER BY created_at")
+
+    def record_evaluation(
+        self,
+        model_id: str,
+        data_ref: str,
+        data_fingerprint: str,
+        metrics: Mapping[str, Any],
+        judge: str | None = None,
+    ) -> str:
+        """Record an evaluation of a recorded model on some data; returns its eval_id."""
+        if self._query("SELECT 1 FROM models WHERE model_id = ?", [model_id]).height == 0:
+            raise CatalogError(f"unknown model {model_id!r}: record it with record_model first (see `curate ls --models`)")
+        eval_id = uuid.uuid4().hex[:16]
+        with self._write() as con:
+            con.execute(
+                "INSERT INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [eval_id, model_id, data_ref, data_fingerprint, json.dumps(dict(metrics), default=str), judge, _now()],
+            )
+        return eval_id
+
+    def evaluations(self, model_id: str | None = None) -> pl.DataFrame:
+        if model_id:
+            return self._query("SELECT * FROM evaluations WHERE model_id = ? ORDER BY created_at", [model_id])
+        return self._query("SELECT * FROM evaluations ORDER BY created_at")
+
+    def lineage(self, model_id: str) -> pl.DataFrame:
+        """Row-level lineage of a model: model -> version -> pairs -> candidates -> prompts."""
+        model = self._query("SELECT * FROM models WHERE model_id = ?", [model_id])
+        if model.height == 0:
+            raise CatalogError(f"unknown model {model_id!r}; see `curate ls --models`")
+        ref = model["version_ref"][0]
+        info = self.resolve(ref)
+        rows = self.load(info)
+        cands = pl.read_parquet(info.file("candidates")).unique("candidate_id", keep="first")
+        prompts = pl.read_parquet(info.file("prompts")).unique("prompt_id", keep="first")
+        gen = cands.select("candidate_id", "generator")
+        return (
+            rows.select("pair_id", "prompt_id", "chosen_id", "rejected_id", "label_source", "builder", "split", "weight")
+            .join(gen.rename({"candidate_id": "chosen_id", "generator": "chosen_generator"}), on="chosen_id", how="left", maintain_order="left")
+            .join(gen.rename({"candidate_id": "rejected_id", "generator": "rejected_generator"}), on="rejected_id", how="left", maintain_order="left")
+            .join(prompts.select("prompt_id", pl.col("source").alias("prompt_source")), on="prompt_id", how="left", maintain_order="left")
+            .select(pl.lit(model_id).alias("model_id"), pl.lit(info.ref).alias("version"), pl.all())
+        )
+
+    def parents(self, ref: str) -> list[str]:
+        return list(self.resolve(ref).parents)
+
+    def children(self, ref: str) -> pl.DataFrame:
+        """What was derived from a version: newer versions and models trained on it."""
+        info = self.resolve(ref)
+        return self._query(
+            "SELECT child, relation, created_at FROM lineage WHERE parent = ? OR parent LIKE ? ORDER BY created_at",
+            [info.ref, info.ref + ":%"],
+        )
+
+    # -- reading
+
+    def load(self, ref: str | VersionInfo, table: str = "pairs", as_: str = "polars") -> Any:
+        """A version's table as polars (default), arrow, hf (datasets.Dataset) or duckdb (a relation)."""
+        if table not in LOADABLE_TABLES:
+            raise CatalogError(f"unknown table {table!r}; choose one of {', '.join(LOADABLE_TABLES)}")
+        info = self.resolve(ref)
+        path = info.file(table)
+        if not path.is_file():
+            raise CatalogError(f"{info.ref}: file {path} is missing; the version folder was altered")
+        split = info.split if table == "pairs" else None
+        if as_ == "duckdb":
+            import duckdb
+
+            rel = duckdb.connect().read_parquet(str(path))
+            return rel.filter(f"split = '{split}'") if split else rel  # split is 'train' or 'test'
+        df = pl.read_parquet(path)
+        if split:
+            df = df.filter(pl.col("split") == split)
+        if as_ == "polars":
+            return df
+        if as_ == "arrow":
+            return df.to_arrow()
+        if as_ == "hf":
+            import datasets
+
+            return datasets.Dataset(df.to_arrow())
+        raise CatalogError(f"unknown load format {as_!r}; choose polars, arrow, hf or duckdb")
+
+    def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
+        """Read-only SQL over views of the whole catalog.
+
+        Views: `pairs` (dataset, version, then the VERSION_ROWS columns, every version),
+        `versions`, `datasets`, `runs`, `lineage`, `models`, `evaluations`.
+        """
+        import duckdb
+
+        con = duckdb.connect()
+        try:
+            statements = con.extract_statements(query)
+            if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+                raise CatalogError("Catalog.sql runs one read-only SELECT statement; publish or record_* to write")
+            with self._lock(exclusive=False):
+                src = duckdb.connect(str(self.db_path), read_only=True)
+                try:
+                    meta = {t: src.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("datasets", "versions", "runs", "lineage", "models", "evaluations")}
+                finally:
+                    src.close()
+            for t, arrow in meta.items():
+                con.register(f"_{t}", arrow)
+                con.execute(f"CREATE VIEW {t} AS SELECT * FROM _{t}")
+            versions = pl.from_arrow(meta["versions"])
+            if versions.height:
+                files = [str(self.root / p / "pairs.parquet") for p in versions["path"].to_list()]
+                fmap = pa.table({"filename": files, "dataset": versions["name"].to_list(), "version": versions["version"].to_list()})
+                con.register("_files", fmap)
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(
+                    "CREATE VIEW pairs AS SELECT f.dataset, f.version, p.* EXCLUDE (filename) "
+                    f"FROM read_parquet([{listing}], filename = true) p JOIN _files f USING (filename)"
+                )
+            else:
+                empty = pa.schema([("dataset", pa.string()), ("version", pa.int32())] + list(schema.VERSION_ROWS)).empty_table()
+                con.register("_pairs", empty)
+                con.execute("CREATE VIEW pairs AS SELECT * FROM _pairs")
+            return con.sql(query, params=params).pl()
+        except duckdb.Error as exc:
+            raise CatalogError(f"SQL failed: {exc}") from exc
+        finally:
+            con.close()
+
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        """What changed from version `a` to `b`: rows added / removed / changed, and score shifts."""
+        ia, ib = self.resolve(a), self.resolve(b)
+        return diff_rows(self.load(ia), self.load(ib), ia.ref + (f":{ia.split}" if ia.split else ""), ib.ref + (f":{ib.split}" if ib.split else ""))
+
+    def export(self, ref: str, format: str, out: str | os.PathLike[str]) -> Path:
+        """Write a version in a consumer format (trl_dpo, trl_reward, trl_kto, openrlhf, jsonl, parquet, hf)."""
+        from curation.export import export_version
+
+        return export_version(self, ref, format, out).path
+
+
+_COMPARED = ("prompt", "chosen", "rejected", "chosen_id", "rejected_id", "margin", "chosen_score", "rejected_score",
+             "scores", "confidence", "weight", "epsilon", "label_source", "split")
+
+
+def _score_means(rows: pl.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Mean chosen / rejected / margin per scorer from the scores JSON column."""
+    acc: dict[str, dict[str, list[float]]] = {}
+    for text in rows["scores"].drop_nulls().to_list():
+        for scorer, v in json.loads(text).items():
+            d = acc.setdefault(scorer, {"chosen": [], "rejected": [], "margin": []})
+            if v.get("chosen") is not None:
+                d["chosen"].append(v["chosen"])
+            if v.get("rejected") is not None:
+                d["rejected"].append(v["rejected"])
+            if v.get("chosen") is not None and v.get("rejected") is not None:
+                d["margin"].append(v["chosen"] - v["rejected"])
+    return {s: {k: (sum(x) / len(x) if x else None) for k, x in d.items()} for s, d in acc.items()}
+
+
+def _shift(a: float | None, b: float | None) -> dict[str, float | None]:
+    return {"a": a, "b": b, "delta": (b - a) if a is not None and b is not None else None}
+
+
+def diff_rows(a: pl.DataFrame, b: pl.DataFrame, ref_a: str = "a", ref_b: str = "b") -> dict[str, Any]:
+    ids_a, ids_b = set(a["pair_id"].to_list()), set(b["pair_id"].to_list())
+    common = a.join(b, on="pair_id", how="inner", suffix="_b")
+    changed_cols: dict[str, int] = {}
+    changed_any = pl.Series([False] * common.height, dtype=pl.Boolean)
+    for col in _COMPARED:
+        left, right = common[col], common[f"{col}_b"]
+        differs = ~((left == right).fill_null(False) | (left.is_null() & right.is_null()))
+        if left.dtype == pl.Float64:
+            differs = differs & ~((left - right).abs() <= 1e-12).fill_null(False)
+        n = int(differs.sum())
+        if n:
+            changed_cols[col] = n
+        changed_any = changed_any | differs
+    mean = lambda df: df["margin"].drop_nulls().mean() if df.height else None  # noqa: E731
+    sa, sb = _score_means(a), _score_means(b)
+    scorers = {
+        s: {k: _shift(sa.get(s, {}).get(k), sb.get(s, {}).get(k)) for k in ("chosen", "rejected", "margin")}
+        for s in sorted(set(sa) | set(sb))
+    }
+    return {
+        "a": ref_a,
+        "b": ref_b,
+        "rows_a": a.height,
+        "rows_b": b.height,
+        "added": len(ids_b - ids_a),
+        "removed": len(ids_a - ids_b),
+        "changed": int(changed_any.sum()),
+        "unchanged": common.height - int(changed_any.sum()),
+        "changed_columns": changed_cols,
+        "mean_margin": _shift(mean(a), mean(b)),
+        "scorers": scorers,
+    }
+
+
+def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    """Open (or create) the catalog at `path`, $CURATE_CATALOG, or ./catalogs/default."""
+    return Catalog(path or os.environ.get(DEFAULT_CATALOG_ENV) or DEFAULT_CATALOG)
