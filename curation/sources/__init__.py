@@ -216,7 +216,7 @@ class _Builder:
         source = self._source(rec.source)
         pid = self._prompt(rec.messages, source)
         ids = {"chosen": self._candidate(pid, rec.chosen, source), "rejected": self._candidate(pid, rec.rejected, source)}
-        key = schema.pair_id(pid, ids["chosen"], ids["rejected"])
+        key = ids["pair"] = schema.pair_id(pid, ids["chosen"], ids["rejected"])
         if rec.meta.get("upstream_pair_id") == key:
             del rec.meta["upstream_pair_id"]  # the content id agrees: nothing to remember
         if key in self.pairs:

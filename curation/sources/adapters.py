@@ -44,7 +44,7 @@ class PairRecord:
     tie: bool = False
     source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    # (side "chosen"|"rejected", scorer, value, detail JSON) carried by our own exports
+    # (target "chosen"|"rejected"|"pair", scorer, value, detail JSON) carried by our own exports
     scores: list[tuple[str, str, float | None, str | None]] = field(default_factory=list)
 
 
@@ -155,9 +155,16 @@ def _check_turns(turns: list) -> str | None:
 
 
 def text_prompt(text: str, name: str) -> list[dict[str, str]]:
+    """A string prompt: plain text is one user turn; an hh-style transcript is parsed into turns
+    (a trailing 'Assistant:' cue, as in TRL text prompts, is dropped)."""
     if not text.strip():
         raise RowError(name, "empty prompt")
-    return to_messages(text_to_messages(text) if text.lstrip().startswith(("Human:", "System:")) else user_prompt(text), name)
+    if not text.lstrip().startswith(("Human:", "System:")):
+        return to_messages(user_prompt(text), name)
+    turns = text_to_messages(text.strip())
+    if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()
+    return to_messages(turns, name)
 
 
 def response(value: Any, name: str) -> str:
@@ -253,39 +260,44 @@ def pair_texts(row: dict, det: Detection) -> tuple[list[dict[str, str]], str, st
     """The prompt messages and the two responses of a pair row in any pair format."""
     _check_kinds(row, det)
     chosen, rejected = row["chosen"], row["rejected"]
-    fmt = det.format
-    if fmt == "hh_rlhf":
-        if not isinstance(chosen, str):
-            raise RowError("chosen", "mixed string/message rows: hh-rlhf transcripts are strings")
+    if det.format == "hh_rlhf":
         msgs, c, r = split_hh(chosen, rejected)
-    elif isinstance(chosen, list):
-        prompt = row.get("prompt", row.get("messages")) if fmt in ("corpus", "curate") else row.get("prompt")
-        if prompt is None and fmt in ("corpus", "curate"):
-            need(row, "prompt" if fmt == "curate" else "messages")
-        if prompt is None:
+        return msgs, *_distinct(c, r)
+    prompt_field = "messages" if det.format == "corpus" else "prompt"
+    prompt = row.get(prompt_field)
+    if prompt is None and (det.format == "corpus" or (det.variant == "explicit" and det.format != "curate")):
+        need(row, prompt_field)  # raises: missing (with a close name) or null
+    if prompt is None:
+        if isinstance(chosen, list):
             msgs, c, r = split_conversations(chosen, rejected)
+        elif HH_ASSISTANT in chosen:
+            msgs, c, r = split_hh(chosen, rejected)
         else:
-            name = "messages" if fmt == "corpus" else "prompt"
-            msgs = to_messages(prompt, name) if isinstance(prompt, list) else text_prompt(_str_prompt(prompt, name), name)
+            msgs, c, r = split_plain(chosen, rejected)
+    elif isinstance(prompt, list):
+        msgs = to_messages(prompt, prompt_field)
+        if isinstance(chosen, list):  # a whole conversation repeating the prompt is cut to its answer
             c = _assistant_turn(chosen[len(msgs) :] if chosen[: len(msgs)] == msgs else chosen, "chosen")
             r = _assistant_turn(rejected[len(msgs) :] if rejected[: len(msgs)] == msgs else rejected, "rejected")
-    else:
-        if fmt == "corpus":
-            msgs = to_messages(need(row, "messages"), "messages")
-        elif fmt == "curate":
-            msgs = to_messages(need(row, "prompt"), "prompt")
-        elif "prompt" in row or det.variant == "explicit":
-            prompt = need(row, "prompt")
-            msgs = to_messages(prompt, "prompt") if isinstance(prompt, list) else text_prompt(_str_prompt(prompt, "prompt"), "prompt")
-        elif HH_ASSISTANT in chosen:
-            msgs, chosen, rejected = split_hh(chosen, rejected)
         else:
-            msgs, chosen, rejected = split_plain(chosen, rejected)
-        c, r = response(chosen, "chosen"), response(rejected, "rejected")
-    c, r = response(c, "chosen"), response(r, "rejected")
-    if c.strip() == r.strip():
+            c, r = chosen, rejected
+    else:
+        text = _str_prompt(prompt, prompt_field)
+        cue = text.rstrip().endswith(HH_ASSISTANT.strip()) and text.lstrip().startswith("Human:")
+        msgs = text_prompt(text, prompt_field)
+        if isinstance(chosen, list):
+            c = _assistant_turn(chosen[len(msgs) :] if chosen[: len(msgs)] == msgs else chosen, "chosen")
+            r = _assistant_turn(rejected[len(msgs) :] if rejected[: len(msgs)] == msgs else rejected, "rejected")
+        else:  # after an 'Assistant:' cue the answer starts with a separating space
+            c, r = (chosen.strip(), rejected.strip()) if cue else (chosen, rejected)
+    return msgs, *_distinct(response(c, "chosen"), response(r, "rejected"))
+
+
+def _distinct(chosen: str, rejected: str) -> tuple[str, str]:
+    chosen, rejected = response(chosen, "chosen"), response(rejected, "rejected")
+    if chosen.strip() == rejected.strip():
         raise RowError("chosen/rejected", "chosen equals rejected")
-    return msgs, c, r
+    return chosen, rejected
 
 
 def _str_prompt(value: Any, name: str) -> str:
@@ -345,7 +357,7 @@ def _curate_fields(row: dict, rec: PairRecord) -> None:
             raise RowError("scores", f"wrong type: scores[{scorer!r}] must be an object")
         detail = sides.get("detail")
         detail = None if detail is None else detail if isinstance(detail, str) else json.dumps(detail, sort_keys=True)
-        for side in ("chosen", "rejected"):
+        for side in ("chosen", "rejected", "pair"):
             value = sides.get(side)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise RowError("scores", f"wrong type: scores[{scorer!r}][{side!r}] must be a number")
@@ -504,7 +516,9 @@ def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
     if given != "auto":
         if given not in FORMATS:
             raise ValueError(f"{label}: unknown format {given!r}; known: auto, {', '.join(FORMATS)}")
-        kind = det.kind if det and det.format in PAIR_FORMATS and given in PAIR_FORMATS else ""
+        if given not in PAIR_FORMATS:
+            return Detection(given, "", "", "given by the caller")
+        kind = det.kind if det and det.format in PAIR_FORMATS else ""
         variant = det.variant if det and det.format == given else ("explicit" if "prompt" in keys else "implicit")
         return Detection(given, variant, kind, "given by the caller")
     if det is None:
@@ -515,8 +529,9 @@ def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
 def _detect(rows: list[dict], keys: dict[str, None]) -> Detection | None:
     cols = ", ".join(sorted(keys)[:12])
     chosen = _first(rows, "chosen")
-    if {"pair_id", "chosen", "rejected", "prompt"} <= keys.keys():
-        return Detection("curate", "explicit", _kind(chosen), f"columns pair_id, prompt, chosen, rejected: a curate version or export (columns: {cols})")
+    if {"pair_id", "chosen", "rejected"} <= keys.keys():
+        variant = "explicit" if "prompt" in keys else "implicit"
+        return Detection("curate", variant, _kind(chosen), f"columns pair_id, chosen, rejected: a curate version or export (columns: {cols})")
     if "completions" in keys and "instruction" in keys:
         return Detection("ultrafeedback", "", "", "columns instruction and completions (list of {model, response, overall_score}): raw UltraFeedback")
     if {"instruction", "generations", "ratings"} <= keys.keys():
