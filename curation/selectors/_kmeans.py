@@ -1,0 +1,65 @@
+"""faiss k-means shared by kmq, sensitivity sampling and MIG's fallback labels; choose_k by silhouette."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from curation.selectors.base import SelectionError
+
+
+@dataclass
+class Clustering:
+    centroids: np.ndarray  # (k, d) float32
+    labels: np.ndarray  # (n,) int64, nearest centroid of each point
+    sq_distances: np.ndarray  # (n,) float32, squared L2 distance to that centroid
+
+
+def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, nredo: int = 1) -> Clustering:
+    """Lloyd k-means with faiss (L2), every point assigned; deterministic for a seed.
+
+    faiss trains on at most 256 points per centroid (a uniform subsample), then every point is
+    assigned to its nearest centroid.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if k < 1:
+        raise SelectionError(f"k-means: k must be at least 1, got {k}")
+    if k > n:
+        raise SelectionError(f"k-means: k={k} clusters but only {n} items; lower k")
+    if k == n:  # every point its own centre: faiss refuses k == n with few points
+        return Clustering(x.copy(), np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.float32))
+    km = faiss.Kmeans(d, k, niter=niter, nredo=nredo, seed=int(seed) % (2**31), verbose=False, spherical=False)
+    km.cp.min_points_per_centroid = 1  # small pools are legitimate; don't warn
+    km.train(x)
+    dist, idx = km.index.search(x, 1)
+    return Clustering(km.centroids.copy(), idx[:, 0].astype(np.int64), np.maximum(dist[:, 0], 0.0))
+
+
+def choose_k(
+    x: np.ndarray, candidates: list[int], *, seed: int, sample: int = 5000, niter: int = 20
+) -> tuple[int, dict[int, float]]:
+    """The k among `candidates` with the best silhouette score on a uniform subsample.
+
+    Yu et al. (kMQ, App. B) report that the silhouette score tracks downstream quality; the
+    score is computed on at most `sample` points so that choosing stays cheap on large pools.
+    """
+    from sklearn.metrics import silhouette_score
+
+    n = x.shape[0]
+    rng = np.random.default_rng(seed)
+    sub = x if n <= sample else x[np.sort(rng.choice(n, size=sample, replace=False))]
+    usable = [k for k in candidates if 2 <= k < sub.shape[0]]
+    if not usable:
+        raise SelectionError(
+            f"choose_k: no candidate k in {candidates} is in [2, {sub.shape[0] - 1}] for {n} items"
+        )
+    scores: dict[int, float] = {}
+    for k in usable:
+        labels = kmeans(sub, k, seed=seed, niter=niter).labels
+        scores[k] = float(silhouette_score(sub, labels)) if len(np.unique(labels)) > 1 else -1.0
+    best = max(usable, key=lambda k: (scores[k], -k))
+    return best, scores

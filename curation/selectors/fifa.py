@@ -1,0 +1,126 @@
+"""FiFA: filter feedback by importance (Yang et al., ICLR 2025, arXiv 2410.10166; spec §3).
+
+Each pair is scored independently, I = z(M) + α·z(Q) + γ·z(D): M the reward margin, Q an
+optional prompt-quality score, D = log(distance to the prompt's k-th nearest neighbour in the
+pool + ε), a Kozachenko–Leonenko-style entropy contribution. The top-K by I are kept (ties:
+lowest index). The official code is not available: z-normalisation, k = 5 and α = γ = 1 are
+the spec's toolkit defaults until verified, and every one of them is a config field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from curation.selectors import SELECTORS
+from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
+from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+
+FLAT_LIMIT = 100_000  # above this, "auto" uses an IVF index (exact search is O(n²))
+
+
+def kth_neighbour_distance(
+    x: np.ndarray, k: int, *, index: Literal["auto", "flat", "ivf"] = "auto", nprobe: int = 8, seed: int = 0
+) -> np.ndarray:
+    """L2 distance from each row to its k-th nearest other row (itself excluded, copies included)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if k >= n:
+        raise SelectionError(f"fifa: k={k} neighbours needs more than {k} items; the pool has {n}")
+    if index == "flat" or (index == "auto" and n <= FLAT_LIMIT):
+        idx = faiss.IndexFlatL2(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        idx = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        rng = np.random.default_rng(seed)
+        train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+        idx.train(train)
+        idx.nprobe = nprobe
+    idx.add(x)
+    dist, ids = idx.search(x, k + 1)
+    is_self = ids == np.arange(n)[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
+    col = np.where(drop <= k - 1, k, k - 1)
+    kth = dist[np.arange(n), col]
+    return np.sqrt(np.maximum(kth, 0.0).astype(np.float64))
+
+
+def zscore(v: np.ndarray) -> np.ndarray:
+    """(v − mean) / std; all zeros when v is constant."""
+    sd = v.std()
+    return (v - v.mean()) / sd if sd > 0 else np.zeros_like(v)
+
+
+def fifa_importance(
+    margin: np.ndarray,
+    log_distance: np.ndarray,
+    prompt_quality: np.ndarray | None = None,
+    *,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    normalize: bool = True,
+) -> np.ndarray:
+    """I = M + α·Q + γ·D, each term z-normalised first when `normalize`."""
+    f = zscore if normalize else (lambda v: v)
+    out = f(np.asarray(margin, dtype=np.float64)) + gamma * f(np.asarray(log_distance, dtype=np.float64))
+    if prompt_quality is not None:
+        out = out + alpha * f(np.asarray(prompt_quality, dtype=np.float64))
+    return out
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, largest first, ties to the lowest index."""
+    return np.argsort(-scores, kind="stable")[:k]
+
+
+@SELECTORS.register("fifa")
+class FiFA(Selector):
+    """Top-K pairs by FiFA importance; `detail` holds the three terms and I."""
+
+    pool_kinds = ("pairs", "candidates")
+
+    class Config(SelectorConfig):
+        margin: str = "margin"
+        prompt_quality: str | None = None
+        alpha: float = 1.0
+        gamma: float = 1.0
+        k: int = Field(5, ge=1)
+        epsilon: float = Field(1e-6, gt=0.0)
+        normalize: bool = True
+        knn_index: Literal["auto", "flat", "ivf"] = "auto"
+        nprobe: int = Field(8, ge=1)
+        embed: EmbedWhat = "prompt"
+
+    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+        cfg = self.config
+        self.check_pool(pool, context)
+        n = pool.height
+        if cfg.k >= n:
+            raise SelectionError(f"{context.stage}: fifa k={cfg.k} neighbours needs more than {cfg.k} items; pool has {n}")
+        budget = context.budget(cfg, n)
+        m = quality(pool, context, cfg.margin)
+        q = quality(pool, context, cfg.prompt_quality) if cfg.prompt_quality else None
+        x = l2_normalize(item_embeddings(pool, context, cfg.embed))
+        log_d = np.log(kth_neighbour_distance(x, cfg.k, index=cfg.knn_index, nprobe=cfg.nprobe, seed=cfg.seed) + cfg.epsilon)
+        importance = fifa_importance(m, log_d, q, alpha=cfg.alpha, gamma=cfg.gamma, normalize=cfg.normalize)
+        order = top_k(importance, budget)
+        kept = np.zeros(n, dtype=bool)
+        kept[order] = True
+        rank = np.full(n, -1, dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        self.report = {"selected": len(order), "prompt_quality": cfg.prompt_quality or "not used",
+                       "threshold_importance": float(importance[order[-1]])}
+        detail = [
+            {"importance": float(importance[i]), "margin": float(m[i]), "log_knn_distance": float(log_d[i]),
+             **({"prompt_quality": float(q[i])} if q is not None else {})}
+            for i in range(n)
+        ]
+        return decisions(
+            context, context.ids(pool), kept, rank=[int(r) if r >= 0 else None for r in rank],
+            reason_kept="selected", reason_dropped="budget", detail=detail,
+        )

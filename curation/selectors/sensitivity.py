@@ -1,0 +1,187 @@
+"""Clustering-based sensitivity sampling (Axiotis et al., ICML 2024, arXiv 2402.17327; spec §5).
+
+k-means the embeddings; the loss is queried only at each cluster's representative (the item
+nearest its centre) and at a few probes; every item gets the sensitivity
+s(e) = ℓ̂_{C(e)} + Λ·‖e − c_{C(e)}‖^z, and m − k items are drawn i.i.d. with p ∝ s and weight
+1/((m − k)·p), so that Σ w·ℓ is an unbiased estimate of the pool's total loss.
+
+Toolkit decisions (the paper has no official code): the k representatives are always included
+(the "k +" of the bound) with weight 1 and the sensitivity draws come from the other items, which
+keeps the estimator exactly unbiased (a representative weighted |C_j| on top of draws over the
+whole pool would count its cluster twice); `include_representatives=False` gives the plain
+m-draw scheme. Λ is estimated from the oracle as the median over clusters of the median of
+|ℓ(e) − ℓ(rep)| / ‖e − c‖^z over ≤ `probes` members; without an oracle ℓ̂ ≡ 1 and Λ = 1, so
+items far from their centre are drawn more often.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from curation.selectors import SELECTORS
+from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
+from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+
+LossOracle = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class SensitivitySample:
+    draws: np.ndarray  # sampled item indices (with replacement), in draw order
+    draw_weights: np.ndarray  # 1/(m'·p) of each draw
+    representatives: np.ndarray  # one item per cluster, weight 1 each (empty if not included)
+    probabilities: np.ndarray  # p(e) of every item (0 for representatives when they are included)
+    sensitivities: np.ndarray  # s(e) of every item
+    labels: np.ndarray
+    lipschitz: float
+
+    def item_weights(self, n: int) -> np.ndarray:
+        """Total weight per item: its draws' weights summed, 1 for a representative, 0 otherwise."""
+        w = np.bincount(self.draws, weights=self.draw_weights, minlength=n)
+        w[self.representatives] += 1.0
+        return w
+
+
+def representatives_of(labels: np.ndarray, sq_distances: np.ndarray, k: int) -> np.ndarray:
+    """Per cluster, the member nearest its centre (ties: lowest index); -1 for empty clusters."""
+    order = np.lexsort((np.arange(len(labels)), sq_distances, labels))
+    reps = np.full(k, -1, dtype=np.int64)
+    first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
+    reps[labels[order][first]] = order[first]
+    return reps
+
+
+def estimate_lipschitz(
+    labels: np.ndarray, dist_z: np.ndarray, reps: np.ndarray, loss_fn: LossOracle, rep_loss: np.ndarray,
+    probes: int, rng: np.random.Generator,
+) -> float:
+    """Median over clusters of the median |ℓ(e) − ℓ(rep)| / ‖e − c‖^z on ≤ `probes` members each."""
+    per_cluster = []
+    for j in np.flatnonzero(reps >= 0):
+        members = np.flatnonzero((labels == j) & (dist_z > 0))
+        members = members[members != reps[j]]
+        if members.size == 0:
+            continue
+        picked = rng.choice(members, size=min(probes, members.size), replace=False)
+        ratios = np.abs(np.asarray(loss_fn(picked), dtype=np.float64) - rep_loss[j]) / dist_z[picked]
+        per_cluster.append(float(np.median(ratios)))
+    return float(np.median(per_cluster)) if per_cluster else 0.0
+
+
+def sensitivity_sample(
+    x: np.ndarray,
+    m: int,
+    *,
+    k: int,
+    seed: int,
+    z: float = 2.0,
+    lipschitz: float | None = None,
+    loss_fn: LossOracle | None = None,
+    include_representatives: bool = True,
+    probes: int = 20,
+    niter: int = 20,
+) -> SensitivitySample:
+    """Draw the sample of spec §5.2 from embeddings `x` (rows are clustered as given)."""
+    from curation.selectors._kmeans import kmeans
+
+    n = x.shape[0]
+    if k < 1 or k >= m:
+        raise SelectionError(f"sensitivity: k={k} clusters must be at least 1 and smaller than the sample size m={m}")
+    if m > n and include_representatives:
+        raise SelectionError(f"sensitivity: sample size m={m} exceeds the {n} items")
+    if k > n:
+        raise SelectionError(f"sensitivity: k={k} clusters but only {n} items")
+    rng = np.random.default_rng(seed)
+    cl = kmeans(x, k, seed=seed, niter=niter)
+    labels = cl.labels
+    dist_z = np.sqrt(cl.sq_distances.astype(np.float64)) ** z
+    reps = representatives_of(labels, cl.sq_distances, k)
+    present = reps >= 0
+    rep_loss = np.ones(k)
+    if loss_fn is not None:
+        rep_loss[present] = np.asarray(loss_fn(reps[present]), dtype=np.float64)
+        if not np.isfinite(rep_loss).all() or (rep_loss < 0).any():
+            raise SelectionError("sensitivity: the loss oracle must return finite, non-negative losses")
+    if lipschitz is None:
+        lipschitz = 1.0 if loss_fn is None else estimate_lipschitz(labels, dist_z, reps, loss_fn, rep_loss, probes, rng)
+    s = rep_loss[labels] + lipschitz * dist_z
+    if not (s > 0).all():
+        raise SelectionError(
+            "sensitivity: some items have sensitivity 0 (zero loss at their cluster and Λ·distance 0); "
+            "weights would be infinite; use a loss bounded away from 0 or a positive lipschitz"
+        )
+    eligible = np.ones(n, dtype=bool)
+    kept_reps = reps[present] if include_representatives else np.zeros(0, dtype=np.int64)
+    eligible[kept_reps] = False
+    draws_wanted = m - len(kept_reps)
+    p = np.where(eligible, s, 0.0)
+    p /= p.sum()
+    draws = rng.choice(n, size=draws_wanted, replace=True, p=p) if draws_wanted > 0 else np.zeros(0, dtype=np.int64)
+    return SensitivitySample(
+        draws=draws.astype(np.int64), draw_weights=1.0 / (draws_wanted * p[draws]), representatives=kept_reps,
+        probabilities=p, sensitivities=s, labels=labels, lipschitz=float(lipschitz),
+    )
+
+
+@SELECTORS.register("sensitivity")
+class Sensitivity(Selector):
+    """Sensitivity sampling; importance weights go to the `weight` column.
+
+    `budget` is the sample size m (draws with replacement: an item drawn twice is kept once with
+    the summed weight and `count` 2 in `detail`). `loss` names a pool column or scorer holding
+    a per-item loss (e.g. the current policy's DPO loss); only representatives and probes are read.
+    """
+
+    class Config(SelectorConfig):
+        k: int | None = Field(None, ge=1)  # default m // 10
+        z: float = Field(2.0, gt=0.0)
+        lipschitz: float | None = Field(None, ge=0.0)
+        loss: str | None = None
+        include_representatives: bool = True
+        probes: int = Field(20, ge=1)
+        embed: EmbedWhat = "prompt"
+        niter: int = Field(20, ge=1)
+
+    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+        cfg = self.config
+        self.check_pool(pool, context)
+        n = pool.height
+        m = context.budget(cfg, n)
+        k = cfg.k if cfg.k is not None else max(1, m // 10)
+        if k >= m:
+            raise SelectionError(
+                f"{context.stage}: sensitivity needs k < m; got k={k} clusters for a sample of m={m} (budget)"
+            )
+        losses = quality(pool, context, cfg.loss) if cfg.loss else None
+        x = l2_normalize(item_embeddings(pool, context, cfg.embed))
+        res = sensitivity_sample(
+            x, m, k=k, seed=cfg.seed, z=cfg.z, lipschitz=cfg.lipschitz,
+            loss_fn=(lambda idx: losses[idx]) if losses is not None else None,
+            include_representatives=cfg.include_representatives, probes=cfg.probes, niter=cfg.niter,
+        )
+        weights = res.item_weights(n)
+        counts = np.bincount(res.draws, minlength=n)
+        is_rep = np.zeros(n, dtype=bool)
+        is_rep[res.representatives] = True
+        kept = weights > 0
+        order = np.concatenate([res.representatives, res.draws])
+        rank = np.full(n, -1, dtype=np.int64)
+        uniq, first = np.unique(order, return_index=True)
+        rank[uniq] = np.argsort(np.argsort(first))
+        self.report = {"m": m, "k": k, "lipschitz": res.lipschitz, "distinct": int(kept.sum()),
+                       "loss_oracle": cfg.loss or "constant"}
+        detail = [
+            {"cluster": int(res.labels[i]), "sensitivity": float(res.sensitivities[i]), "p": float(res.probabilities[i]),
+             **({"count": int(counts[i])} if counts[i] else {}), **({"representative": True} if is_rep[i] else {})}
+            for i in range(n)
+        ]
+        return decisions(
+            context, context.ids(pool), kept, rank=[int(r) if r >= 0 else None for r in rank],
+            weight=np.where(kept, weights, 1.0), reason_kept=["representative" if r else "selected" for r in is_rep],
+            reason_dropped="budget", detail=detail,
+        )
