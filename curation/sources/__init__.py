@@ -57,7 +57,7 @@ class SourceData:
     rows_read: int
     counts: dict[str, int]
     reader: str = ""
-    lines: dict[str, list[int]] = field(default_factory=dict)  # "imported" / "duplicates_merged" -> lines
+    lines: dict[str, list[int]] = field(default_factory=dict)  # imported / duplicates_merged / blank_lines -> lines
 
     def summary(self) -> str:
         c = self.counts
@@ -146,7 +146,7 @@ class _Builder:
         self.default_source = default_source
         self.forced_source = forced_source
         self.counts: dict[str, int] = dict.fromkeys(("rows_read", *PARTITION, "ties"), 0)
-        self.lines: dict[str, list[int]] = {"imported": [], "duplicates_merged": []}
+        self.lines: dict[str, list[int]] = {"imported": [], "duplicates_merged": [], "blank_lines": []}
         self.prompts: dict[str, dict] = {}
         self.candidates: dict[str, dict] = {}
         self.response_ids: dict[tuple[str, str], str] = {}
@@ -163,6 +163,7 @@ class _Builder:
         self.counts["rows_read"] += 1
         if is_blank(raw):
             self.counts["blank_lines"] += 1
+            self.lines["blank_lines"].append(raw.line)
             return
         if raw.problem is not None:
             self._quarantine(raw.line, *raw.problem, raw.raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -508,11 +509,21 @@ def _first(rows: list[dict], name: str) -> Any:
 
 
 def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
-    """Which format the sampled rows are in, and why; SourceError-worthy failures raise ValueError."""
+    """Which format the sampled rows are in, and why: each row votes, the majority wins (a few
+    malformed rows near the top cannot change the format). Undetectable raises ValueError."""
     keys: dict[str, None] = {}
+    votes: Counter[tuple[str, str, str]] = Counter()
+    reasons: dict[tuple[str, str, str], str] = {}
     for r in rows:
         keys.update(dict.fromkeys(r))
-    det = _detect(rows, keys)
+        d = _detect([r], dict.fromkeys(r))
+        if d is not None:
+            votes[(d.format, d.variant, d.kind)] += 1
+            reasons.setdefault((d.format, d.variant, d.kind), d.reason)
+    det = None
+    if votes:
+        best, n = votes.most_common(1)[0]  # ties go to the earliest row's vote (Counter keeps insertion order)
+        det = Detection(*best, f"{reasons[best]} ({n} of {len(rows)} sampled rows)")
     if given != "auto":
         if given not in FORMATS:
             raise ValueError(f"{label}: unknown format {given!r}; known: auto, {', '.join(FORMATS)}")
