@@ -42,6 +42,7 @@ CANDIDATES = pa.schema(
         ("logprob", pa.float64()),
         ("finish_reason", pa.string()),
         ("error", pa.string()),  # per-row generation failure; text is null then
+        ("meta", pa.string()),  # JSON: sampling strategy details (temperature, perturbation, verbalized probability)
     ]
 )
 
