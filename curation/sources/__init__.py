@@ -320,8 +320,17 @@ class _Builder:
 
     def _rated_pairs(self, candidates: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
         """Best vs worst rated response per prompt, through the shared pair builders."""
-        from curation.pairs import build_pairs
+        from curation.pairs import build_pairs_counted
 
-        scorer, label = self.rated[0][1], self.rated[0][2]
-        pairs = build_pairs(candidates, scores.filter(pl.col("value").is_not_null()), builder="best_worst", score=scorer)
-        return schema.conform(pairs.with_columns(pl.lit(label).alias("label_source")), "pairs")
+        scorer = self.rated[0][1]
+        built = build_pairs_counted(
+            candidates, scores.filter(pl.col("value").is_not_null()), "best_worst", score=scorer, allow_empty=True
+        )
+        for reason, n in built.counts.items():
+            if n:
+                self.counts[f"pairs_{reason}"] = int(n)
+        labels = pl.DataFrame(
+            {"prompt_id": [p for p, _, _ in self.rated], "label_source": [lab for _, _, lab in self.rated]}
+        ).unique("prompt_id", keep="first")
+        pairs = built.pairs.drop("label_source").join(labels, on="prompt_id", how="left")
+        return schema.conform(pairs, "pairs")

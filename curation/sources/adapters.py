@@ -19,7 +19,7 @@ from curation.schema import check_messages, text_to_messages, user_prompt
 
 HH_ASSISTANT = "\n\nAssistant:"
 PAIR_FORMATS = ("corpus", "hh_rlhf", "trl_standard", "trl_conversational", "curate")
-RATED_FORMATS = ("ultrafeedback", "distilabel")
+RATED_FORMATS = ("ultrafeedback", "distilabel", "kto")
 FORMATS = (*PAIR_FORMATS, *RATED_FORMATS, "prompts")
 PROMPT_FIELDS = ("messages", "prompt", "instruction", "question")
 DETECT_ROWS = 50
@@ -453,6 +453,23 @@ def distilabel_record(row: dict, det: Detection) -> RatedRecord:
     return RatedRecord(msgs, "distilabel:rating", "ai:distilabel", items, skipped, _source(row), meta)
 
 
+def kto_record(row: dict, det: Detection) -> RatedRecord:
+    """Unpaired rows (prompt, completion, label: bool): a completion rated 1 (desirable) or 0."""
+    prompt = need(row, "prompt")
+    msgs = _prompt_value(prompt, "prompt")
+    completion = need(row, "completion")
+    if isinstance(completion, list):
+        text = _assistant_turn(completion[len(msgs) :] if completion[: len(msgs)] == msgs else completion, "completion")
+    else:
+        text = response(completion, "completion")
+    label = need(row, "label")
+    if not isinstance(label, bool):
+        raise RowError("label", f"wrong type: 'label' must be true or false, got {label!r:.40}")
+    label_source = row.get("label_source") if isinstance(row.get("label_source"), str) else "human"
+    meta = rest(row, {"prompt", "completion", "label", "label_source", "source"})
+    return RatedRecord(msgs, "kto:label", label_source, [(text, float(label), {})], [], _source(row), meta)
+
+
 def _source(row: dict) -> str | None:
     value = row.get("source")
     return value if isinstance(value, str) and value else None
@@ -494,6 +511,7 @@ ADAPTERS: dict[str, Callable[[dict, Detection], Any]] = {
     **{f: pair_record for f in PAIR_FORMATS},
     "ultrafeedback": ultrafeedback_record,
     "distilabel": distilabel_record,
+    "kto": kto_record,
     "prompts": prompt_record,
 }
 
@@ -545,6 +563,8 @@ def _detect(rows: list[dict], keys: dict[str, None]) -> Detection | None:
         return Detection("curate", variant, _kind(chosen), f"columns pair_id, chosen, rejected: a curate version or export (columns: {cols})")
     if "completions" in keys and "instruction" in keys:
         return Detection("ultrafeedback", "", "", "columns instruction and completions (list of {model, response, overall_score}): raw UltraFeedback")
+    if {"prompt", "completion", "label"} <= keys.keys():
+        return Detection("kto", "", "", "columns prompt, completion, label: unpaired (KTO) rows; pairs are rebuilt per prompt from labels 1/0")
     if {"instruction", "generations", "ratings"} <= keys.keys():
         return Detection("distilabel", "", "", "columns instruction, generations, ratings: distilabel UltraFeedback-task output")
     if {"chosen", "rejected"} <= keys.keys():
