@@ -1,0 +1,310 @@
+"""`curate import | ls | show | diff | export`: put data into a catalog and look at what is there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
+
+FORMAT_HELP = "trl_dpo, trl_dpo_text, trl_reward, trl_kto, openrlhf, jsonl, parquet or hf"
+
+
+def _open(catalog: str | None, *, create: bool = False):
+    from curation.catalog import Catalog, CatalogError
+
+    root = catalog_path(catalog)
+    if not create and not (root / "catalog.duckdb").is_file():
+        fail(f"no catalog at {root}: import data first (`curate import FILE --name NAME --catalog {root}`)")
+    try:
+        return Catalog(root)
+    except CatalogError as exc:
+        fail(str(exc))
+
+
+def _errors():
+    from curation.catalog import CatalogError
+    from curation.export import ExportError
+    from curation.sources import SourceError
+    from curation.store import StoreError
+
+    return (CatalogError, ExportError, SourceError, StoreError)
+
+
+def _short(text: Any, n: int = 60) -> str:
+    s = "" if text is None else str(text).replace("\n", " ")
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@app.command("import")
+def import_(
+    path: Path = typer.Argument(..., help="File to import: JSONL(.gz), JSON, Parquet, saved HF dataset, DuckDB"),
+    name: str = typer.Option(..., "--name", help="Dataset name in the catalog"),
+    format: str = typer.Option("auto", "--format", help="auto or a source format (corpus, hh_rlhf, trl_standard, ...)"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Import at most this many rows"),
+    max_bad_fraction: float = typer.Option(0.05, "--max-bad-fraction", min=0.0, max=1.0, help="Fail above this share of quarantined rows"),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.99, help="Hold out this share of prompts as split 'test'"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the prompt-level split"),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Import preference pairs (or prompts) as a new version; bad rows are quarantined and counted."""
+    from curation import schema
+    from curation.catalog import validate_name
+    from curation.sources import read_source
+
+    errors = _errors()
+    try:
+        validate_name(name)
+    except errors as exc:
+        fail(str(exc))
+    cat = _open(catalog, create=True)
+    try:
+        with console.status(f"reading {path} …", spinner="dots"):
+            data = read_source(path, format=format, limit=limit)
+    except (*errors, ValueError) as exc:
+        fail(str(exc))
+    bad = data.quarantine.height
+    fraction = bad / data.rows_read if data.rows_read else 0.0
+    if fraction > max_bad_fraction:
+        fp = schema.content_hash("import", str(path), data.format, limit, bad)
+        ref = cat.store.write("quarantine", fp, data.quarantine, table="quarantine")
+        first = data.quarantine.row(0, named=True)
+        fail(
+            f"{bad} of {data.rows_read} rows ({fraction:.1%}) of {path} are bad, above --max-bad-fraction "
+            f"{max_bad_fraction}; nothing was published. The quarantined rows (file, line, field, reason) are in "
+            f"{ref.path}; the first: line {first['line']}, field {first['field']}: {first['reason']}. "
+            "Fix the file, or raise --max-bad-fraction to publish the good rows."
+        )
+    tables = {"prompts": data.prompts, "candidates": data.candidates, "pairs": data.pairs, "scores": data.scores, "quarantine": data.quarantine}
+    try:
+        with console.status(f"publishing {name} …", spinner="dots"):
+            info = cat.publish(
+                name,
+                tables,
+                run={"name": f"import:{name}", "stats": {"counts": data.counts, "rows_read": data.rows_read}},
+                recipe={"import": {"path": str(path), "format": data.format, "detection": data.detection, "limit": limit}},
+                test_fraction=test_fraction,
+                seed=seed,
+            )
+    except errors as exc:
+        fail(str(exc))
+    result = {
+        "ok": True,
+        "ref": info.ref,
+        "path": str(info.path),
+        "rows": info.rows,
+        "train": info.counts.get("train"),
+        "test": info.counts.get("test"),
+        "ties": info.counts.get("ties"),
+        "quarantined": bad,
+        "bad_fraction": fraction,
+        "format": data.format,
+        "detection": data.detection,
+        "counts": data.counts,
+    }
+    if as_json:
+        print_json(result)
+        return
+    table = Table(title=f"imported {path} as {info.ref}", show_header=False)
+    for k in ("ref", "rows", "train", "test", "ties", "quarantined", "format", "detection"):
+        table.add_row(k, _num(result[k]))
+    console.print(table)
+    if bad:
+        console.print(f"{bad} bad rows quarantined with this version: `curate show {info.ref}` lists their reasons.")
+
+
+@app.command("ls")
+def ls(
+    name: Optional[str] = typer.Argument(None, help="Only this dataset"),
+    models: bool = typer.Option(False, "--models", help="List trained models and their evaluations instead"),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List dataset versions (or models) in the catalog."""
+    cat = _open(catalog)
+    try:
+        if models:
+            frame = cat.models()
+            evals = cat.evaluations()
+            counts = dict(evals.group_by("model_id").len().iter_rows()) if evals.height else {}
+            rows = [{**r, "evaluations": counts.get(r["model_id"], 0)} for r in frame.iter_rows(named=True)]
+        else:
+            frame = cat.versions(name)
+            rows = frame.drop("recipe").to_dicts()
+    except _errors() as exc:
+        fail(str(exc))
+    if as_json:
+        for r in rows:
+            for k in ("parents", "counts", "config", "metrics"):
+                if isinstance(r.get(k), str):
+                    r[k] = json.loads(r[k])
+        print_json(rows)
+        return
+    if models:
+        table = Table(title=f"models in {cat.root}")
+        for col in ("model_id", "version_ref", "method", "base_model", "metrics", "evaluations", "created_at"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(r["model_id"], r["version_ref"], r["method"], r["base_model"] or "-", _short(r["metrics"], 50), str(r["evaluations"]), str(r["created_at"])[:19])
+    else:
+        table = Table(title=f"versions in {cat.root}")
+        for col in ("ref", "rows", "train", "test", "created", "parents"):
+            table.add_column(col, justify="right" if col in ("rows", "train", "test") else "left")
+        for r in rows:
+            table.add_row(r["ref"], str(r["rows"]), str(r["n_train"]), str(r["n_test"]), str(r["created_at"])[:19], ", ".join(json.loads(r["parents"] or "[]")) or "-")
+    console.print(table)
+    if not rows:
+        console.print("empty: `curate import FILE --name NAME` adds a dataset.")
+
+
+@app.command("show")
+def show(
+    ref: str = typer.Argument(..., help="NAME, NAME@vN, optionally :train / :test"),
+    sample: int = typer.Option(0, "--sample", min=0, help="Also print this many example rows"),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Counts, columns, margin / length stats, label sources, lineage and quarantine of a version."""
+    from curation.report import version_stats
+
+    cat = _open(catalog)
+    try:
+        info = cat.resolve(ref)
+        rows = cat.load(info)
+        tables = {t: cat.load(info, table=t) for t in ("decisions", "quarantine")}
+        children = cat.children(info.ref)["child"].to_list()
+    except _errors() as exc:
+        fail(str(exc))
+    stats = version_stats(rows, tables)
+    shown = rows.head(sample)
+    samples = [
+        {
+            "pair_id": r["pair_id"],
+            "prompt": r["prompt"][-1]["content"] if r["prompt"] else None,
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+            "margin": r["margin"],
+            "label_source": r["label_source"],
+        }
+        for r in shown.iter_rows(named=True)
+    ]
+    result = {
+        "ref": info.ref + (f":{info.split}" if info.split else ""),
+        "path": str(info.path),
+        "created_at": str(info.created_at),
+        "fingerprint": info.fingerprint,
+        "columns": rows.columns,
+        "counts": info.counts,
+        "stats": stats,
+        "parents": list(info.parents),
+        "children": children,
+        "quarantine": tables["quarantine"].head(20).to_dicts(),
+        "sample": samples,
+    }
+    if as_json:
+        print_json(result)
+        return
+    head = Table(title=f"{result['ref']}  ({info.path})", show_header=False)
+    head.add_row("rows", f"{stats['rows']} ({', '.join(f'{k} {v}' for k, v in stats['splits'].items())})")
+    head.add_row("before selection", f"{info.counts.get('pairs_in', '-')} pairs, dropped {info.counts.get('dropped', 0)}, flipped {info.counts.get('flipped', 0)}")
+    head.add_row("ties", str(stats["ties"]))
+    head.add_row("quarantined", str(stats["quarantined"]))
+    head.add_row("label sources", ", ".join(f"{k} {v}" for k, v in stats["label_sources"].items()))
+    head.add_row("sources", ", ".join(f"{k} {v}" for k, v in stats["sources"].items()))
+    head.add_row("parents", ", ".join(info.parents) or "-")
+    head.add_row("derived", ", ".join(children) or "-")
+    head.add_row("columns", ", ".join(rows.columns))
+    console.print(head)
+    num = Table(title="margin and lengths")
+    for col in ("", "n", "mean", "min", "p10", "median", "p90", "max"):
+        num.add_column(col, justify="right")
+    for label in ("margin", "chosen_chars", "rejected_chars"):
+        num.add_row(label, *(_num(stats[label][k]) for k in ("n", "mean", "min", "p10", "median", "p90", "max")))
+    console.print(num)
+    for title, key in (("selection", "selection"), ("quarantine reasons", "quarantine_reasons")):
+        if stats.get(key):
+            t = Table(title=title)
+            t.add_column("what")
+            t.add_column("rows", justify="right")
+            for k, v in stats[key].items():
+                t.add_row(k, str(v))
+            console.print(t)
+    if samples:
+        t = Table(title=f"{len(samples)} sample rows")
+        for col in ("prompt", "chosen", "rejected", "margin"):
+            t.add_column(col)
+        for s in samples:
+            t.add_row(_short(s["prompt"]), _short(s["chosen"]), _short(s["rejected"]), _num(s["margin"]))
+        console.print(t)
+
+
+@app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="Older version ref"),
+    b: str = typer.Argument(..., help="Newer version ref"),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Rows added / removed / changed between two versions, and how margins and scores shifted."""
+    cat = _open(catalog)
+    try:
+        d = cat.diff(a, b)
+    except _errors() as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(d)
+        return
+    t = Table(title=f"{d['a']} -> {d['b']}", show_header=False)
+    for k in ("rows_a", "rows_b", "added", "removed", "changed", "unchanged"):
+        t.add_row(k, str(d[k]))
+    if d["changed_columns"]:
+        t.add_row("changed columns", ", ".join(f"{k} {v}" for k, v in d["changed_columns"].items()))
+    m = d["mean_margin"]
+    t.add_row("mean margin", f"{_num(m['a'])} -> {_num(m['b'])} (Δ {_num(m['delta'])})")
+    console.print(t)
+    if d["scorers"]:
+        s = Table(title="score shifts (means)")
+        for col in ("scorer", "chosen", "rejected", "margin"):
+            s.add_column(col)
+        for name, v in d["scorers"].items():
+            s.add_row(name, *(f"{_num(v[k]['a'])} -> {_num(v[k]['b'])} (Δ {_num(v[k]['delta'])})" for k in ("chosen", "rejected", "margin")))
+        console.print(s)
+
+
+@app.command("export")
+def export(
+    ref: str = typer.Argument(..., help="NAME, NAME@vN, optionally :train / :test"),
+    format: str = typer.Option(..., "--format", help=FORMAT_HELP),
+    out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier export)"),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a version in a trainer's format; every view is checked before it is written."""
+    from curation.export import export_version
+
+    cat = _open(catalog)
+    try:
+        with console.status(f"exporting {ref} as {format} …", spinner="dots"):
+            report = export_version(cat, ref, format, out)
+    except _errors() as exc:
+        fail(str(exc))
+    if as_json:
+        print_json({"ok": True, **report.to_dict()})
+        return
+    written = ", ".join(f"{k} {v}" for k, v in report.written.items()) or "nothing"
+    skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "nothing"
+    console.print(f"exported {report.ref} as {report.format} to {report.path}: wrote {written}; skipped {skipped}")
+    console.print(f"files: {', '.join(report.files)}")
+    if report.skipped:
+        err_console.print("skipped rows carry no usable preference for this format (ties have no direction).")
