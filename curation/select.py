@@ -1,0 +1,229 @@
+"""Apply a recipe's `select:` list: selectors in order, each seeing only what the previous kept.
+
+Nothing is deleted: every step writes one decision row per pool item (stage
+"select.<i>:<kind>"); items an earlier step dropped get `kept` = false with reason
+`not_considered`, so "kept iff all decisions keep it" holds. Flips from a noise step are
+applied before the next step sees the pairs.
+
+Every step also reports a random control: a uniform subset of the same size drawn from the
+step's input with the step's seed, measured the same way as the selection (coverage of prompt
+clusters, or of prompts when there are no embeddings; mean margin; length balance), so a
+user sees whether the selector did anything a coin would not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from curation import schema
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, default_embedder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SelectionResult:
+    decisions: pl.DataFrame  # every pool item x every step
+    kept_ids: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def kept(self, pool: pl.DataFrame, id_column: str | None = None) -> pl.DataFrame:
+        """The pool rows every step kept, in pool order."""
+        col = id_column or ("pair_id" if "pair_id" in pool.columns else "candidate_id")
+        return pool.filter(pl.col(col).is_in(pl.Series(self.kept_ids, dtype=pl.String).implode()))
+
+
+def build_selectors(configs: list[SelectorConfig | dict[str, Any]]) -> list[Selector]:
+    """Validate every step's configuration up front, so a typo in step 3 fails before step 1 runs."""
+    out = []
+    for i, cfg in enumerate(configs):
+        if isinstance(cfg, dict):
+            if "kind" not in cfg:
+                raise SelectionError(f"select step {i}: no `kind`; known: {', '.join(SELECTORS.names())}")
+            out.append(SELECTORS.build(cfg["kind"], cfg))
+        else:
+            out.append(SELECTORS.build(cfg.kind, cfg))
+    return out
+
+
+def apply_selectors(
+    pool: pl.DataFrame,
+    configs: list[SelectorConfig | dict[str, Any]],
+    context: SelectionContext | None = None,
+    *,
+    scores: pl.DataFrame | None = None,
+    embed: Any = "default",
+    coverage: Literal["auto", "clusters", "prompts"] = "auto",
+    allow_empty: bool = False,
+) -> SelectionResult:
+    """Run the selectors in order and report each step beside its random control.
+
+    Without a `context`, one is made for the pool (pairs if it has `pair_id`) with `scores`
+    and `embed` ("default": the project embedder, loaded only if a step needs it).
+    `coverage`: "clusters" = k-means on prompt embeddings, "prompts" = distinct prompts,
+    "auto" = clusters when the context has an embedder. A selection that keeps nothing raises
+    (unless `allow_empty`), with the per-step counts.
+    """
+    selectors = build_selectors(configs)
+    if context is None:
+        id_column = "pair_id" if "pair_id" in pool.columns else "candidate_id"
+        context = SelectionContext(
+            id_column=id_column,
+            scores=scores if scores is not None else schema.empty("scores"),
+            embed=default_embedder() if embed == "default" else embed,
+        )
+    if pool.height == 0:
+        raise SelectionError("select: the pool is empty; nothing to select from")
+    ids = context.ids(pool)
+    if len(set(ids)) != len(ids):
+        raise SelectionError(f"select: the pool has duplicate {context.id_column} values; ids must be unique")
+    clusters = _prompt_clusters(pool, context, coverage, seed=selectors[0].config.seed if selectors else 0)
+
+    frames: list[pl.DataFrame] = []
+    steps: list[dict[str, Any]] = []
+    alive = np.ones(pool.height, dtype=bool)
+    current = pool
+    for i, selector in enumerate(selectors):
+        stage = f"select.{i}:{selector.name}"
+        step_ctx = dataclasses.replace(context, stage=stage)
+        idx = np.flatnonzero(alive)
+        step_pool = current[idx.tolist()]
+        if step_pool.height == 0:
+            raise SelectionError(f"{stage}: every item was dropped before this step: {_counts(steps)}")
+        log.info("%s: %d items in", stage, step_pool.height)
+        decided = selector.select(step_pool, step_ctx)
+        _check_decisions(decided, step_ctx.ids(step_pool), stage)
+        kept_here = decided["kept"].to_numpy()
+        steps.append(_step_report(selector, stage, step_pool, decided, context, clusters[idx] if clusters is not None else None))
+        frames.append(_with_unconsidered(decided, ids, alive, stage))
+        if context.pool_kind == "pairs" and decided["flip"].any():
+            from curation.selectors.noise import apply_flips
+
+            current = apply_flips(current, decided)
+        alive[idx[~kept_here]] = False
+
+    kept_ids = [ids[i] for i in np.flatnonzero(alive)]
+    report = {
+        "pool": pool.height,
+        "kept": len(kept_ids),
+        "coverage": "clusters" if clusters is not None else "prompts",
+        "steps": steps,
+    }
+    if not kept_ids and selectors and not allow_empty:
+        raise SelectionError(f"select: no item survived the selection: {_counts(steps)}")
+    log.info("select: kept %d of %d", len(kept_ids), pool.height)
+    decisions = pl.concat(frames) if frames else schema.empty("decisions")
+    return SelectionResult(decisions, kept_ids, report)
+
+
+def _counts(steps: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{s['stage']} kept {s['kept']} of {s['input']} ({s['reasons']})" for s in steps) or "no steps"
+
+
+def _check_decisions(decided: pl.DataFrame, ids: list[str], stage: str) -> None:
+    if decided["target_id"].to_list() != ids:
+        raise SelectionError(f"{stage}: the selector must return one decision per input item, in order")
+
+
+def _with_unconsidered(decided: pl.DataFrame, ids: list[str], alive: np.ndarray, stage: str) -> pl.DataFrame:
+    gone = [ids[i] for i in np.flatnonzero(~alive)]
+    if not gone:
+        return decided
+    extra = schema.frame(
+        [{"target_id": t, "stage": stage, "kept": False, "weight": 1.0, "flip": False, "reason": "not_considered"} for t in gone],
+        "decisions",
+    )
+    order = {t: i for i, t in enumerate(ids)}
+    both = pl.concat([decided, extra])
+    return both.with_columns(_o=pl.col("target_id").replace_strict(order, return_dtype=pl.Int64)).sort("_o").drop("_o")
+
+
+# ---------------------------------------------------------------- reports and the random control
+
+
+def _prompt_clusters(pool: pl.DataFrame, context: SelectionContext, coverage: str, seed: int) -> np.ndarray | None:
+    """k-means cluster of each pool item's prompt (k ≈ √(distinct prompts), at most 100), or None."""
+    if coverage == "prompts" or (coverage == "auto" and context.embed is None):
+        return None
+    import faiss
+
+    prompt_ids = pool.get_column("prompt_id").to_list()
+    first: dict[str, int] = {}
+    for i, p in enumerate(prompt_ids):
+        first.setdefault(p, i)
+    emb = context.prompt_embeddings(pool[list(first.values())])
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    faiss.normalize_L2(emb)
+    k = int(min(100, max(2, round(math.sqrt(len(first))))))
+    if len(first) <= k:
+        labels = np.arange(len(first))
+    else:
+        km = faiss.Kmeans(emb.shape[1], k, niter=20, seed=seed, verbose=False)
+        km.train(emb)
+        labels = km.index.search(emb, 1)[1][:, 0]
+    of_prompt = {p: int(labels[j]) for j, p in enumerate(first)}
+    return np.array([of_prompt[p] for p in prompt_ids])
+
+
+def subset_metrics(pool: pl.DataFrame, rows: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
+    """Coverage, mean margin and length balance of `pool[rows]` (measured against `pool`)."""
+    out: dict[str, Any] = {"size": int(rows.size)}
+    if clusters is not None:
+        out["cluster_coverage"] = len(set(clusters[rows].tolist())) / max(len(set(clusters.tolist())), 1)
+    prompts = pool.get_column("prompt_id")
+    out["prompt_coverage"] = prompts[rows.tolist()].n_unique() / max(prompts.n_unique(), 1) if rows.size else 0.0
+    if "margin" in pool.columns:
+        m = pool.get_column("margin").cast(pl.Float64).to_numpy()[rows]
+        m = m[np.isfinite(m)]
+        out["mean_margin"] = float(m.mean()) if m.size else None
+    if "chosen" in pool.columns and "rejected" in pool.columns and rows.size:
+        c = np.array([len(t or "") for t in pool["chosen"].to_list()], dtype=np.float64)[rows]
+        r = np.array([len(t or "") for t in pool["rejected"].to_list()], dtype=np.float64)[rows]
+        out["chosen_longer"] = float((c > r).mean())
+        out["mean_length_diff"] = float((c - r).mean())
+    elif "text" in pool.columns and rows.size:
+        out["mean_length"] = float(np.array([len(t or "") for t in pool["text"].to_list()])[rows].mean())
+    return out
+
+
+def _step_report(
+    selector: Selector,
+    stage: str,
+    step_pool: pl.DataFrame,
+    decided: pl.DataFrame,
+    context: SelectionContext,
+    clusters: np.ndarray | None,
+) -> dict[str, Any]:
+    from curation.selectors.random_subset import random_indices
+
+    kept = np.flatnonzero(decided["kept"].to_numpy())
+    n = step_pool.height
+    cfg = selector.config
+    budget = None
+    if cfg.budget is not None:
+        requested = round(cfg.budget * n) if cfg.budget < 1 else int(cfg.budget)
+        budget = {"requested": cfg.budget, "resolved": context.budget(cfg, n), "clipped": requested > n}
+    reasons = decided.filter(~pl.col("kept"))["reason"].value_counts(sort=True)
+    control = np.sort(random_indices(n, kept.size, cfg.seed))
+    return {
+        "stage": stage,
+        "kind": selector.name,
+        "fingerprint": selector.fingerprint,
+        "input": n,
+        "kept": int(kept.size),
+        "dropped": int(n - kept.size),
+        "flipped": int(decided["flip"].sum()),
+        "soft_labelled": int(decided["epsilon"].is_not_null().sum()),
+        "reasons": dict(zip(reasons["reason"].to_list(), reasons["count"].to_list())),
+        "budget": budget,
+        "selection": subset_metrics(step_pool, kept, clusters),
+        "random_control": subset_metrics(step_pool, control, clusters),
+    }

@@ -1,0 +1,33 @@
+"""Uniform random subset of `budget` items: the baseline every other selector must beat."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+
+
+def random_indices(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` distinct indices of range(n), uniformly at random, in draw order (the random control)."""
+    return np.random.default_rng(seed).permutation(n)[:size]
+
+
+@SELECTORS.register("random")
+class RandomSubset(Selector):
+    """Keep `budget` items drawn uniformly without replacement; `rank` is the draw order.
+
+    A budget larger than the pool is clipped to the pool (the step report says so).
+    """
+
+    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+        self.check_pool(pool, context)
+        if self.config.budget is None:
+            raise SelectionError(f"{context.stage}: random needs a `budget` (a count, or a fraction < 1)")
+        ids = context.ids(pool)
+        size = context.budget(self.config, len(ids))
+        rank: list[int | None] = [None] * len(ids)
+        for r, i in enumerate(random_indices(len(ids), size, self.config.seed)):
+            rank[i] = r
+        return decisions(context, ids, [r is not None for r in rank], rank=rank)
