@@ -1,0 +1,226 @@
+"""Training and evaluation data: a catalog version (or a frame, or a file) as rows TRL reads.
+
+Everything here works on frames of `schema.VERSION_ROWS` (one row per pair, prompt messages,
+chosen and rejected text, margin, weight, epsilon, ...), so a published version, an in-memory
+frame and a file of held-out pairs all go through the same checks and the same conversion.
+Checks run before any model loads and name the data and the rows that fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from curation import schema
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+
+class TrainDataError(ValueError):
+    """The data cannot feed the asked method; the message names the data, the rows and the fix."""
+
+
+@dataclass
+class PairData:
+    """Rows to train or evaluate on, and where they came from."""
+
+    rows: pl.DataFrame  # VERSION_ROWS columns
+    label: str  # "name@v3:train", a file path, or "<frame>"
+    version: Any = None  # catalog VersionInfo when the rows are a catalog version
+    fingerprint: str = ""  # content fingerprint of the rows (for evaluation records and ref log-prob files)
+
+
+def rows_fingerprint(rows: pl.DataFrame) -> str:
+    """Stable fingerprint of a set of pairs: their ids, labels and training-relevant columns."""
+    h = hashlib.sha256()
+    cols = ("pair_id", "chosen", "rejected", "weight", "epsilon", "margin")
+    for row in rows.select(cols).sort("pair_id").iter_rows():
+        h.update(json.dumps(row, ensure_ascii=False).encode())
+    return h.hexdigest()[:16]
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    if ":" in ref and ref.rsplit(":", 1)[1] in ("train", "test"):
+        base, split = ref.rsplit(":", 1)
+        return base, split
+    return ref, None
+
+
+def looks_like_file(ref: str) -> bool:
+    return Path(ref).exists() or any(ref.endswith(s) for s in (".jsonl", ".jsonl.gz", ".json", ".parquet", ".csv"))
+
+
+def load_pairs(source: str | pl.DataFrame, catalog: Any = None, *, split: str | None = None) -> PairData:
+    """Pairs from a catalog ref ("name@v3", "name@v3:test"), a pairs file, or a VERSION_ROWS frame.
+
+    `split` applies when the ref has no ":train"/":test" suffix and the rows carry a split column.
+    """
+    if isinstance(source, pl.DataFrame):
+        rows = schema.conform(source, "version_rows")
+        label, version = "<frame>", None
+    elif looks_like_file(source):
+        rows, label, version = _pairs_from_file(source), source, None
+    else:
+        if catalog is None:
+            from curation.catalog import open_catalog
+
+            catalog = open_catalog()
+        base, ref_split = _split_ref(source)
+        version = catalog.resolve(base)  # raises CatalogError naming the missing version
+        rows = schema.conform(catalog.load(base), "version_rows")
+        split = ref_split or split
+        label = f"{version.ref}:{split}" if split else version.ref
+    if split is not None and "split" in rows.columns and rows.height:
+        available = sorted(set(rows["split"].drop_nulls().to_list()))
+        rows = rows.filter(pl.col("split") == split)
+        if rows.height == 0:
+            raise TrainDataError(f"{label}: no pairs in split {split!r} (splits present: {available or 'none'})")
+    if rows.height == 0:
+        raise TrainDataError(f"{label}: no pairs; publish a version with pairs or pick another version")
+    return PairData(rows=rows, label=label, version=version, fingerprint=rows_fingerprint(rows))
+
+
+def _pairs_from_file(path: str) -> pl.DataFrame:
+    """A held-out pairs file through curation.sources, denormalised to VERSION_ROWS."""
+    from curation.sources import read_source
+
+    data = read_source(path)
+    if data.pairs.height == 0:
+        raise TrainDataError(f"{path}: no pairs read (format {data.format}: {data.detection})")
+    texts = data.candidates.select(pl.col("candidate_id"), pl.col("text"))
+    prompts = data.prompts.select(pl.col("prompt_id"), pl.col("messages").alias("prompt"))
+    rows = (
+        data.pairs.join(prompts, on="prompt_id", how="left")
+        .join(texts.rename({"candidate_id": "chosen_id", "text": "chosen"}), on="chosen_id", how="left")
+        .join(texts.rename({"candidate_id": "rejected_id", "text": "rejected"}), on="rejected_id", how="left")
+    )
+    return schema.conform(rows.select([c for c in rows.columns if c in schema.VERSION_ROWS.names]), "version_rows")
+
+
+def is_tie(meta: str | None) -> bool:
+    """Pairs an upstream source marked as ties carry no preference direction."""
+    if not meta:
+        return False
+    try:
+        return bool(json.loads(meta).get("tie"))
+    except (ValueError, AttributeError):
+        return False
+
+
+def drop_ties(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    tie = pl.Series([is_tie(m) for m in rows["meta"].to_list()], dtype=pl.Boolean)
+    return rows.filter(~tie), int(tie.sum())
+
+
+def check_for_method(data: PairData, config: Any) -> pl.DataFrame:
+    """Rows fit for `config.method`, or a TrainDataError naming what is missing. Ties are dropped."""
+    rows, ties = drop_ties(data.rows)
+    if rows.height == 0:
+        raise TrainDataError(f"{data.label}: all {ties} pairs are ties; nothing to learn from")
+    for col in ("prompt", "chosen") + (() if config.method == "sft" else ("rejected",)):
+        bad = rows.with_row_index("row").filter(pl.col(col).is_null() | (pl.col(col).list.len() == 0 if col == "prompt" else pl.col(col).str.len_chars() == 0))
+        if bad.height:
+            ids = bad["pair_id"].head(3).to_list()
+            raise TrainDataError(
+                f"{data.label}: {bad.height} pair(s) have no `{col}` (rows {bad['row'].head(3).to_list()}, "
+                f"pair_id {ids}); method {config.method} needs it. Drop them with a selector before publishing."
+            )
+    if config.method == "reward" and config.use_margin and rows["margin"].null_count():
+        n = rows["margin"].null_count()
+        raise TrainDataError(
+            f"{data.label}: use_margin is on but {n} pair(s) have no `margin`; score the pairs "
+            "(pairs builder with a score) or set use_margin: false"
+        )
+    if config.method == "kto":
+        same = rows.filter(pl.col("chosen") == pl.col("rejected"))
+        if same.height:
+            raise TrainDataError(
+                f"{data.label}: {same.height} pair(s) have chosen == rejected, so KTO gets contradictory "
+                f"desirable/undesirable labels (pair_id {same['pair_id'].head(3).to_list()})"
+            )
+    if config.method in ("dpo", "cdpo") and (config.method == "cdpo" or config.loss == "robust"):
+        if config.epsilon is None and (not config.use_pair_epsilon or rows["epsilon"].null_count() == rows.height):
+            raise TrainDataError(
+                f"{data.label}: {config.method}{'/' + config.loss if config.method == 'dpo' else ''} needs a label-flip "
+                "rate: set `epsilon` (e.g. 0.1) or publish pairs with an `epsilon` column (noise selector, soft label)"
+            )
+        eps = rows["epsilon"].drop_nulls()
+        if config.use_pair_epsilon and eps.len() and (eps.min() < 0 or eps.max() >= 0.5):
+            raise TrainDataError(f"{data.label}: per-pair epsilon must lie in [0, 0.5); found {eps.min()}..{eps.max()}")
+    return rows
+
+
+def pair_weights(rows: pl.DataFrame, config: Any) -> list[float]:
+    if not config.use_weights:
+        return [1.0] * rows.height
+    return rows["weight"].fill_null(1.0).to_list()
+
+
+def pair_epsilons(rows: pl.DataFrame, config: Any) -> list[float]:
+    """Per-pair ε: the pair's own `epsilon` when present and allowed, else the global one, else 0."""
+    default = config.epsilon if config.epsilon is not None else 0.0
+    if not config.use_pair_epsilon:
+        return [default] * rows.height
+    return rows["epsilon"].fill_null(default).to_list()
+
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
+    """The rows in TRL's conversational format for `config.method`, with our per-pair columns.
+
+    dpo/cdpo/orpo/simpo: prompt, chosen, rejected (+ weight, epsilon, pair_id);
+    reward: chosen and rejected full conversations (+ margin when used);
+    kto: unpaired prompt/completion/label; sft: prompt/completion from the chosen responses.
+    """
+    from datasets import Dataset
+
+    prompts = [[dict(m) for m in p] for p in rows["prompt"].to_list()]
+    chosen, rejected = rows["chosen"].to_list(), rows["rejected"].to_list()
+    ids = rows["pair_id"].to_list()
+    m = config.method
+    if m in ("dpo", "cdpo", "orpo", "simpo"):
+        data: dict[str, list[Any]] = {
+            "pair_id": ids,
+            "prompt": prompts,
+            "chosen": [_assistant(c) for c in chosen],
+            "rejected": [_assistant(r) for r in rejected],
+        }
+        if m in ("dpo", "cdpo"):
+            data["weight"] = pair_weights(rows, config)
+            data["epsilon"] = pair_epsilons(rows, config)
+        return Dataset.from_dict(data)
+    if m == "reward":
+        data = {
+            "pair_id": ids,
+            "chosen": [p + _assistant(c) for p, c in zip(prompts, chosen)],
+            "rejected": [p + _assistant(r) for p, r in zip(prompts, rejected)],
+        }
+        if use_margin(rows, config):
+            data["margin"] = rows["margin"].to_list()
+        return Dataset.from_dict(data)
+    if m == "kto":
+        return Dataset.from_dict(
+            {
+                "prompt": prompts + prompts,
+                "completion": [_assistant(c) for c in chosen] + [_assistant(r) for r in rejected],
+                "label": [True] * len(chosen) + [False] * len(rejected),
+            }
+        )
+    if m == "sft":
+        return Dataset.from_dict({"prompt": prompts, "completion": [_assistant(c) for c in chosen]})
+    raise ValueError(f"unknown method {m!r}")
+
+
+def use_margin(rows: pl.DataFrame, config: Any) -> bool:
+    if config.use_margin is False:
+        return False
+    return rows["margin"].null_count() == 0
