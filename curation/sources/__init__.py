@@ -131,7 +131,7 @@ def read_source(
 
 def _stem(label: str) -> str:
     base = Path(label.split(" (")[0].split("[")[0]).name
-    for suffix in (".gz", ".jsonl", ".json", ".parquet", ".pq", ".duckdb", ".ddb", ".db"):
+    for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".pq", ".duckdb", ".ddb", ".db"):
         base = base.removesuffix(suffix)
     return base or "source"
 

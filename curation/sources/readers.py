@@ -96,6 +96,8 @@ def open_reader(
     name = p.name.lower()
     if name.endswith(".parquet") or name.endswith(".pq"):
         return _parquet_reader(p)
+    if name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+        return _csv_reader(p, delimiter="\t" if ".tsv" in name else ",")
     if name.endswith(DUCKDB_SUFFIXES):
         raise SourceError(f"{p}: a DuckDB database needs query= (SQL that selects the rows to import)")
     return _json_reader(p)
@@ -199,6 +201,23 @@ def _parquet_reader(p: Path) -> Reader:
     if pf.metadata.num_rows == 0:
         raise SourceError(f"{p}: empty file (0 rows; columns {pf.schema_arrow.names})")
     return Reader("parquet", str(p), _arrow_rows(pf.iter_batches(batch_size=BATCH_ROWS)))
+
+
+def _csv_reader(p: Path, delimiter: str) -> Reader:
+    """CSV / TSV with a header row; every cell is read as a string (prompts-only files, mostly)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    try:
+        header = pacsv.open_csv(p, parse_options=pacsv.ParseOptions(delimiter=delimiter)).schema.names
+        reader = pacsv.open_csv(
+            p,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}),
+        )
+    except Exception as exc:  # ArrowInvalid: bad quoting, not UTF-8, ...
+        raise SourceError(f"{p}: unreadable CSV: {exc}") from exc
+    return Reader("csv", str(p), _arrow_rows(reader))
 
 
 def _pick_split(label: str, splits: list[str], split: str | None) -> str:

@@ -223,3 +223,13 @@ def test_explicit_format_overrides_detection(tmp_path):
     assert json.loads(data.prompts["meta"][0]) == {"chosen": "a", "rejected": "b"}
     with pytest.raises(SourceError, match="unknown format 'nope'"):
         read_source(tmp_path / "x.jsonl", format="nope")
+
+
+def test_csv_prompts_with_quoted_newlines(tmp_path):
+    path = tmp_path / "questions.csv"
+    path.write_text('prompt,answer\n"What is 2+2?",4\n"Say ""hi""\nplease",hi\n')
+    data = read_source(path)
+    assert data.reader == "csv" and data.format == "prompts"
+    assert [m[0]["content"] for m in data.prompts["messages"].to_list()] == ["What is 2+2?", 'Say "hi"\nplease']
+    assert [json.loads(m) for m in data.prompts["meta"]] == [{"answer": "4"}, {"answer": "hi"}]
+    assert set(data.prompts["source"]) == {"questions"}
