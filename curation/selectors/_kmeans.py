@@ -17,10 +17,11 @@ class Clustering:
 
 
 def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, nredo: int = 1) -> Clustering:
-    """Lloyd k-means with faiss (L2), every point assigned; deterministic for a seed.
+    """Lloyd k-means with faiss (L2) from k-means++ seeds, every point assigned; deterministic for a seed.
 
-    faiss trains on at most 256 points per centroid (a uniform subsample), then every point is
-    assigned to its nearest centroid.
+    Training uses at most 256 points per centroid (a uniform subsample, as faiss does); every
+    point is then assigned to its nearest centroid. k-means++ seeding matters: faiss's random
+    initialisation often merges well-separated clusters.
     """
     import faiss
 
@@ -32,11 +33,28 @@ def kmeans(x: np.ndarray, k: int, *, seed: int, niter: int = 20, nredo: int = 1)
         raise SelectionError(f"k-means: k={k} clusters but only {n} items; lower k")
     if k == n:  # every point its own centre: faiss refuses k == n with few points
         return Clustering(x.copy(), np.arange(n, dtype=np.int64), np.zeros(n, dtype=np.float32))
+    rng = np.random.default_rng(seed)
+    train = x if n <= 256 * k else x[np.sort(rng.choice(n, size=256 * k, replace=False))]
     km = faiss.Kmeans(d, k, niter=niter, nredo=nredo, seed=int(seed) % (2**31), verbose=False, spherical=False)
     km.cp.min_points_per_centroid = 1  # small pools are legitimate; don't warn
-    km.train(x)
+    km.cp.max_points_per_centroid = 256
+    km.train(train, init_centroids=kmeans_plus_plus(train, k, rng) if nredo == 1 else None)
     dist, idx = km.index.search(x, 1)
     return Clustering(km.centroids.copy(), idx[:, 0].astype(np.int64), np.maximum(dist[:, 0], 0.0))
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeds: each next centre drawn with probability ∝ squared distance to the nearest one."""
+    n = x.shape[0]
+    sq_norm = np.einsum("ij,ij->i", x, x).astype(np.float64)
+    centres = [int(rng.integers(n))]
+    d2 = np.maximum(sq_norm - 2 * x @ x[centres[0]] + sq_norm[centres[0]], 0.0)
+    for _ in range(1, k):
+        total = d2.sum()
+        c = int(rng.choice(n, p=d2 / total)) if total > 0 else int(rng.integers(n))
+        centres.append(c)
+        d2 = np.minimum(d2, np.maximum(sq_norm - 2 * x @ x[c] + sq_norm[c], 0.0))
+    return np.ascontiguousarray(x[centres], dtype=np.float32)
 
 
 def choose_k(

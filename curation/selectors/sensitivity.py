@@ -25,6 +25,7 @@ from pydantic import Field
 
 from curation.selectors import SELECTORS
 from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
+from curation.selectors._kmeans import Clustering
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
 
 LossOracle = Callable[[np.ndarray], np.ndarray]
@@ -85,8 +86,9 @@ def sensitivity_sample(
     include_representatives: bool = True,
     probes: int = 20,
     niter: int = 20,
+    clustering: Clustering | None = None,
 ) -> SensitivitySample:
-    """Draw the sample of spec §5.2 from embeddings `x` (rows are clustered as given)."""
+    """Draw the sample of spec §5.2 from embeddings `x` (k-means of `x`, unless `clustering` is given)."""
     from curation.selectors._kmeans import kmeans
 
     n = x.shape[0]
@@ -97,7 +99,7 @@ def sensitivity_sample(
     if k > n:
         raise SelectionError(f"sensitivity: k={k} clusters but only {n} items")
     rng = np.random.default_rng(seed)
-    cl = kmeans(x, k, seed=seed, niter=niter)
+    cl = clustering if clustering is not None else kmeans(x, k, seed=seed, niter=niter)
     labels = cl.labels
     dist_z = np.sqrt(cl.sq_distances.astype(np.float64)) ** z
     reps = representatives_of(labels, cl.sq_distances, k)

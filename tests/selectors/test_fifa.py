@@ -1,0 +1,95 @@
+"""FiFA (spec §3): the §3.6 sanity tests, the k-th neighbour distance, weights and errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionError
+from curation.selectors.fifa import fifa_importance, kth_neighbour_distance, top_k
+from tests.selectors._synthetic import clustered, pairs_pool
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_kth_neighbour_distance_matches_brute_force(seed, k):
+    x = np.random.default_rng(seed).standard_normal((40, 5)).astype(np.float32)
+    d = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    want = np.sort(d, axis=1)[:, k - 1]
+    assert np.allclose(kth_neighbour_distance(x, k), want, atol=1e-4)
+
+
+def test_copies_count_as_neighbours_at_distance_zero():
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 0.0]], dtype=np.float32)
+    assert kth_neighbour_distance(x, 1).tolist() == [0.0, 0.0, 4.0, 4.0]
+
+
+def test_ivf_index_approximates_the_exact_distances():
+    x = clustered(3000, 16, 20, 0, spread=0.2)
+    exact = kth_neighbour_distance(x, 5, index="flat")
+    approx = kth_neighbour_distance(x, 5, index="ivf", nprobe=16)
+    assert (approx >= exact - 1e-5).all() and np.median(approx / exact) < 1.05
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 30))
+def test_alpha_gamma_zero_is_top_k_by_margin_and_negative_margins_rank_last(seed, k):
+    rng = np.random.default_rng(seed)
+    m = rng.normal(size=30)
+    scores = fifa_importance(m, rng.normal(size=30), rng.normal(size=30), alpha=0.0, gamma=0.0)
+    order = top_k(scores, k)
+    assert order.tolist() == np.argsort(-m, kind="stable")[:k].tolist()
+    full = top_k(scores, 30)
+    positive = [i for i in full if m[i] > 0]
+    assert full[: len(positive)].tolist() == positive
+    assert len(set(order.tolist())) == k
+
+
+def test_duplicated_prompts_get_the_lowest_diversity_and_need_a_large_margin():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 8)).astype(np.float32)
+    x[10:16] = x[3]  # seven copies of one prompt
+    pool, ctx = pairs_pool(x, np.zeros(20))
+    d = SELECTORS.build("fifa", {"kind": "fifa", "budget": 5, "k": 5}).select(pool, ctx)
+    log_d = np.array([json.loads(t)["log_knn_distance"] for t in d["detail"]])
+    copies = [3, 10, 11, 12, 13, 14, 15]
+    assert np.allclose(log_d[copies], log_d.min()) and log_d.min() == pytest.approx(np.log(1e-6), abs=1e-3)
+    assert not d["kept"].to_numpy()[copies].any()
+    margin = np.zeros(20)
+    margin[12] = 50.0
+    pool, ctx = pairs_pool(x, margin)
+    d = SELECTORS.build("fifa", {"kind": "fifa", "budget": 5}).select(pool, ctx)
+    assert d["kept"][12] and d["rank"][12] == 0
+
+
+def test_selector_uses_prompt_quality_with_its_weight():
+    x = clustered(30, 8, 3, 1, spread=0.3)
+    q = np.zeros(30)
+    q[7] = 10.0
+    pool, ctx = pairs_pool(x, np.zeros(30), chosen_score=q)
+    base = {"kind": "fifa", "budget": 1, "gamma": 0.0, "prompt_quality": "chosen_score"}
+    assert SELECTORS.build("fifa", base).select(pool, ctx)["kept"][7]
+    assert not SELECTORS.build("fifa", {**base, "alpha": -1.0}).select(pool, ctx)["kept"][7]
+
+
+def test_output_size_is_exactly_k_and_deterministic():
+    x = clustered(50, 8, 5, 2, spread=0.3)
+    pool, ctx = pairs_pool(x, np.random.default_rng(1).normal(size=50))
+    d = SELECTORS.build("fifa", {"kind": "fifa", "budget": 12}).select(pool, ctx)
+    assert d["kept"].sum() == 12 and sorted(d.filter(d["kept"])["rank"].to_list()) == list(range(12))
+    assert d.equals(SELECTORS.build("fifa", {"kind": "fifa", "budget": 12}).select(pool, ctx))
+
+
+def test_bad_inputs_are_clear_errors():
+    pool, ctx = pairs_pool(clustered(5, 4, 2, 0))
+    with pytest.raises(SelectionError, match="k=5 neighbours needs more than 5 items"):
+        SELECTORS.build("fifa", {"kind": "fifa"}).select(pool, ctx)
+    pool, ctx = pairs_pool(clustered(10, 4, 2, 0), np.array([np.nan] + [1.0] * 9))
+    with pytest.raises(SelectionError, match="NaN"):
+        SELECTORS.build("fifa", {"kind": "fifa"}).select(pool, ctx)

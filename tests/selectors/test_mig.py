@@ -1,0 +1,189 @@
+"""MIG (spec §2): lazy greedy == dense greedy exactly, the §2.6 sanity tests, the selector's label sources."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import sparse
+
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionError
+from curation.selectors.mig import (
+    Phi,
+    information,
+    label_graph,
+    mig_greedy_dense,
+    mig_greedy_lazy,
+    parse_tags,
+    propagate,
+    propagation_matrix,
+)
+from tests.selectors._synthetic import clustered, pairs_pool
+
+
+def random_pool(data, n_max=60, l_max=12):
+    n = data.draw(st.integers(1, n_max), label="n")
+    n_labels = data.draw(st.integers(1, l_max), label="L")
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    sets = [sorted(rng.choice(n_labels, size=rng.integers(1, min(4, n_labels) + 1), replace=False).tolist()) for _ in range(n)]
+    # few distinct scores and label sets: many exact ties, the hard case for lazy evaluation
+    s = rng.choice([0.5, 1.0, 2.0, rng.random() * 3], size=n)
+    vectors = rng.standard_normal((n_labels, 4))
+    threshold = data.draw(st.sampled_from([0.2, 0.6, 0.9, 1.1]), label="T")
+    alpha = data.draw(st.sampled_from([0.0, 0.5, 1.0, 3.0]), label="alpha")
+    p = propagation_matrix(label_graph(vectors, threshold), alpha)
+    return propagate(sets, s, p, norm=data.draw(st.booleans(), label="norm")), n
+
+
+phis = st.sampled_from([Phi(), Phi("pow", 1e-3, 0.5), Phi("exp", alpha=1.0), Phi("exp", alpha=0.3)])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), phis)
+def test_lazy_greedy_returns_exactly_the_dense_sequence(data, phi):
+    e_hat, n = random_pool(data)
+    budget = data.draw(st.integers(1, n), label="budget")
+    lazy_order, lazy_gains = mig_greedy_lazy(e_hat, budget, phi)
+    dense_order, dense_gains = mig_greedy_dense(e_hat.toarray(), budget, phi)
+    assert lazy_order.tolist() == dense_order.tolist()
+    assert np.array_equal(lazy_gains, dense_gains)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), phis)
+def test_selected_gains_never_increase_and_no_repeats(data, phi):
+    e_hat, n = random_pool(data)
+    order, gains = mig_greedy_lazy(e_hat, n, phi)
+    assert len(set(order.tolist())) == len(order) == n
+    assert (np.diff(gains) <= 0).all()
+
+
+def identity_graph_items(n_labels, per_label, score=1.0):
+    sets = [[i % n_labels] for i in range(n_labels * per_label)]
+    p = propagation_matrix(label_graph(np.eye(n_labels), 1.1), 1.0)  # T > 1: only the diagonal
+    return propagate(sets, np.full(len(sets), score), p)
+
+
+def test_identity_graph_cycles_round_robin_through_labels():
+    e_hat = identity_graph_items(4, 3)
+    order, _ = mig_greedy_lazy(e_hat, 12)
+    assert [i % 4 for i in order] == [0, 1, 2, 3] * 3
+
+
+def test_higher_quality_first_within_a_label():
+    sets = [[0], [0], [0], [1]]
+    p = propagation_matrix(label_graph(np.eye(2), 1.1))
+    e_hat = propagate(sets, np.array([1.0, 3.0, 2.0, 0.1]), p)
+    order, _ = mig_greedy_lazy(e_hat, 4)
+    within = [i for i in order if i < 3]
+    assert within == [1, 2, 0]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 5.0), st.sampled_from([0.0, 0.5, 0.95]))
+def test_propagation_columns_sum_to_one_and_alpha_zero_is_identity(seed, alpha, threshold):
+    v = np.random.default_rng(seed).standard_normal((7, 3))
+    p = propagation_matrix(label_graph(v, threshold), alpha).toarray()
+    assert np.allclose(p.sum(axis=0), 1.0)
+    assert (p >= 0).all()
+    assert np.array_equal(propagation_matrix(label_graph(v, threshold), 0.0).toarray(), np.eye(7))
+
+
+def test_label_graph_links_labels_above_threshold_only():
+    v = np.array([[1.0, 0.0], [0.95, 0.31], [0.0, 1.0]])
+    w = label_graph(v, 0.9).toarray()
+    assert w[0, 1] > 0.9 and w[0, 2] == 0 and np.array_equal(np.diag(w), np.ones(3))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), phis)
+def test_exact_gain_greedy_is_within_1_minus_1_over_e_of_optimum(seed, phi):
+    rng = np.random.default_rng(seed)
+    n, n_labels, budget = 7, 4, 3
+    sets = [sorted(rng.choice(n_labels, size=rng.integers(1, 3), replace=False).tolist()) for _ in range(n)]
+    p = propagation_matrix(label_graph(rng.standard_normal((n_labels, 3)), 0.3), 1.0)
+    e_hat = propagate(sets, rng.random(n) * 2, p).toarray()
+    order, _ = mig_greedy_dense(e_hat, budget, phi, gain="exact")
+    best = max(information(e_hat[list(c)], phi) for c in itertools.combinations(range(n), budget))
+    assert information(e_hat[order], phi) >= (1 - 1 / np.e) * best - 1e-12
+
+
+def test_parse_tags_reads_json_answers():
+    assert parse_tags('Sure: [{"tag": "Math", "explanation": "x"}, {"tag": " algebra "}]') == ["math", "algebra"]
+    assert parse_tags('["cooking", "recipes"]') == ["cooking", "recipes"]
+    assert parse_tags("no tags here") == [] and parse_tags(None) == []
+
+
+# ---------------------------------------------------------------- the selector
+
+
+def test_selector_uses_tags_from_meta_and_records_the_source():
+    x = clustered(40, 8, 4, 0)
+    tags = [[f"topic {i % 4}"] for i in range(40)]
+    pool, ctx = pairs_pool(x, np.ones(40), tags=tags)
+    sel = SELECTORS.build("mig", {"kind": "mig", "budget": 8})
+    d = sel.select(pool, ctx)
+    assert sel.report["label_source"] == "tags"
+    kept = d.filter(d["kept"]).sort("rank")
+    topics = [json.loads(t)["labels"][0] for t in kept["detail"].to_list()]
+    assert topics == ["topic 0", "topic 1", "topic 2", "topic 3"] * 2  # equal quality: round robin
+    assert d["reason"].to_list().count("budget") == 32
+
+
+def test_selector_falls_back_to_kmeans_labels_and_is_deterministic():
+    x = clustered(120, 16, 6, 1)
+    pool, ctx = pairs_pool(x, np.ones(120))
+    build = lambda: SELECTORS.build("mig", {"kind": "mig", "budget": 12, "kmeans_resolutions": [6, 12]})
+    sel = build()
+    d1 = sel.select(pool, ctx)
+    assert sel.report["label_source"] == "kmeans" and sel.report["labels"] == 18
+    assert json.loads(d1.filter(d1["kept"])["detail"][0])["label_source"] == "kmeans"
+    d2 = build().select(pool, ctx)
+    assert d1.equals(d2)
+    # six well-separated clusters: the first six picks cover all of them
+    first6 = d1.filter(d1["kept"]).sort("rank")["target_id"].to_list()[:6]
+    ids = pool["pair_id"].to_list()
+    assert sorted(ids.index(t) % 6 for t in first6) == list(range(6))
+
+
+def test_items_without_tags_are_dropped_with_a_reason():
+    x = clustered(10, 8, 2, 0)
+    tags = [["a"] if i % 2 else [] for i in range(10)]
+    pool, ctx = pairs_pool(x, np.ones(10), tags=tags)
+    sel = SELECTORS.build("mig", {"kind": "mig", "budget": 10})
+    d = sel.select(pool, ctx)
+    assert d.filter(~d["kept"])["reason"].unique().to_list() == ["no_labels"]
+    assert d["kept"].sum() == 5 and sel.report["unlabelled"] == 5
+
+
+def test_negative_quality_without_softplus_is_a_clear_error():
+    pool, ctx = pairs_pool(clustered(6, 4, 2, 0), np.array([1.0, -1.0, 2, 3, 4, 5]), tags=[["a"]] * 6)
+    with pytest.raises(SelectionError, match="quality ≥ 0"):
+        SELECTORS.build("mig", {"kind": "mig", "quality_transform": "none"}).select(pool, ctx)
+
+
+def test_asking_for_tags_or_llm_labels_that_are_not_there_fails_early():
+    pool, ctx = pairs_pool(clustered(6, 4, 2, 0))
+    with pytest.raises(SelectionError, match="no 'tags' column"):
+        SELECTORS.build("mig", {"kind": "mig", "labels": "tags"}).select(pool, ctx)
+    with pytest.raises(SelectionError, match="needs a `tagger`"):
+        SELECTORS.build("mig", {"kind": "mig", "labels": "llm"}).select(pool, ctx)
+
+
+def test_sparse_propagation_equals_dense_formula():
+    rng = np.random.default_rng(3)
+    sets = [[0, 2], [1], [2, 3]]
+    s = np.array([1.0, 2.0, 0.5])
+    p = propagation_matrix(label_graph(rng.standard_normal((4, 2)), 0.5), 0.7)
+    v = np.zeros((3, 4))
+    for i, ls in enumerate(sets):
+        v[i, ls] = 1
+    assert np.allclose(propagate(sets, s, p).toarray(), (s[:, None] * v) @ p.toarray())
+    assert np.allclose(propagate(sets, s, p, norm=True).toarray(), (s[:, None] * v / v.sum(1, keepdims=True)) @ p.toarray())
+    assert sparse.issparse(propagate(sets, s, p))
