@@ -453,8 +453,8 @@ class Catalog:
             for t, df in lineage_frames.items():
                 _write_file(df, tmp / f"{t}.parquet", t)
             fp = _sha256(tmp / "pairs.parquet")
-            with self._lock(exclusive=True):
-                version = self._next_version(name, ds_dir)
+            with self._write() as con:
+                version = self._next_version(con, name, ds_dir)
                 ref = f"{name}@v{version}"
                 created = _now()
                 manifest = {
@@ -485,21 +485,19 @@ class Catalog:
                 pause = float(os.environ.get(PAUSE_ENV) or 0)
                 if pause:
                     time.sleep(pause)
-                self._commit_version(manifest, final, run, recipe)
+                self._commit_version(con, manifest, final, run, recipe, created)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return self.resolve(ref)
+        return VersionInfo(
+            name=name, version=version, ref=ref, path=final, rows=rows.height, created_at=created,
+            parents=tuple(parent_refs), fingerprint=fp, run_id=run_id, counts=counts,
+        )
 
-    def _next_version(self, name: str, ds_dir: Path) -> int:
+    @staticmethod
+    def _next_version(con: Any, name: str, ds_dir: Path) -> int:
         """Under the exclusive lock: the next number, after clearing leftovers of crashed publishes."""
-        import duckdb
-
-        con = duckdb.connect(str(self.db_path), read_only=True)
-        try:
-            committed = {r[0] for r in con.execute("SELECT version FROM versions WHERE name = ?", [name]).fetchall()}
-        finally:
-            con.close()
+        committed = {r[0] for r in con.execute("SELECT version FROM versions WHERE name = ?", [name]).fetchall()}
         for entry in ds_dir.iterdir():
             m = re.match(r"^v(\d+)$", entry.name)
             if m and int(m.group(1)) not in committed:
@@ -509,41 +507,35 @@ class Catalog:
                 shutil.rmtree(entry, ignore_errors=True)
         return max(committed, default=0) + 1
 
-    def _commit_version(self, manifest: Mapping[str, Any], final: Path, run: Mapping[str, Any], recipe: Any) -> None:
-        import duckdb
-
-        con = duckdb.connect(str(self.db_path))
+    def _commit_version(
+        self, con: Any, manifest: Mapping[str, Any], final: Path, run: Mapping[str, Any], recipe: Any, created: datetime
+    ) -> None:
+        """The one transaction that makes a version visible."""
+        name, version, ref = manifest["name"], manifest["version"], manifest["ref"]
+        counts = manifest["counts"]
+        con.begin()
         try:
-            con.execute(_DDL)
-            con.begin()
-            try:
-                name, version, ref = manifest["name"], manifest["version"], manifest["ref"]
-                created = _now()
-                con.execute(
-                    "INSERT INTO datasets (name, created_at) SELECT ?, ? "
-                    "WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE name = ?)",
-                    [name, created, name],
-                )
-                counts = manifest["counts"]
-                con.execute(
-                    "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        name, version, ref, str(final.relative_to(self.root)), manifest["rows"],
-                        counts["train"], counts["test"], created, manifest["fingerprint"], manifest["run_id"],
-                        json.dumps(manifest["parents"]), json.dumps(counts), json.dumps(recipe, default=str) if recipe else None,
-                    ],
-                )
-                for parent in manifest["parents"]:
-                    con.execute("INSERT INTO lineage VALUES (?, ?, 'parent', ?)", [ref, parent, created])
-                if run:
-                    self._upsert_run(con, {**run, "run_id": manifest["run_id"]}, default_name=name)
-                    con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [ref, f"run:{manifest['run_id']}", created])
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-        finally:
-            con.close()
+            con.execute(
+                "INSERT INTO datasets (name, created_at) SELECT ?, ? WHERE NOT EXISTS (SELECT 1 FROM datasets WHERE name = ?)",
+                [name, created, name],
+            )
+            con.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    name, version, ref, str(final.relative_to(self.root)), manifest["rows"],
+                    counts["train"], counts["test"], created, manifest["fingerprint"], manifest["run_id"],
+                    json.dumps(manifest["parents"]), json.dumps(counts), json.dumps(recipe, default=str) if recipe else None,
+                ],
+            )
+            for parent in manifest["parents"]:
+                con.execute("INSERT INTO lineage VALUES (?, ?, 'parent', ?)", [ref, parent, created])
+            if run:
+                self._upsert_run(con, {**run, "run_id": manifest["run_id"]}, default_name=name)
+                con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [ref, f"run:{manifest['run_id']}", created])
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
 
     # -- runs, models, evaluations
 
