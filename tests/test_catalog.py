@@ -293,3 +293,21 @@ def test_killed_publish_leaves_no_visible_version(tmp_path: Path, monkeypatch: p
     info = cat.publish("crash", make_tables(5, tag="after"))
     assert info.version == 2 and cat.load("crash@v2").height == 5
     assert json.loads((info.path / "manifest.json").read_text())["rows"] == 5
+
+
+def test_leftovers_of_dead_publishers_are_cleared(tmp_path: Path) -> None:
+    cat = open_catalog(tmp_path)
+    first = cat.publish("left", make_tables(2))
+    assert cat.resolve("left") == first
+    ds = tmp_path / "datasets" / "left"
+    dead = ds / ".tmp-999999999-deadbeef"  # no process has this pid
+    dead.mkdir()
+    (dead / "pairs.parquet").write_bytes(b"half a file")
+    live = ds / f".tmp-{os.getpid()}-cafecafe"  # a publisher still at work: left alone
+    live.mkdir()
+    orphan = ds / "v2"  # renamed into place, never committed
+    orphan.mkdir()
+    (orphan / "pairs.parquet").write_bytes(b"junk")
+    info = cat.publish("left", make_tables(3))
+    assert info.version == 2 and cat.load(info.ref).height == 3
+    assert not dead.exists() and live.exists()
