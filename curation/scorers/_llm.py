@@ -1,0 +1,146 @@
+"""What LLM-based scorers (judge, rubric) share: calling a generation backend, reading replies.
+
+Any backend in `curation.generate.GENERATORS` works (vLLM engine, an OpenAI-compatible server,
+transformers): the scorer sends chat prompts as a `prompts` frame and reads the candidates' text.
+Replies are parsed tolerantly: JSON anywhere in the reply first, then patterns.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from curation import schema
+
+JUDGE_SAMPLING = {"temperature": 0.0, "max_tokens": 512}
+
+
+def validate_generator(config: dict[str, Any]) -> dict[str, Any]:
+    """Check a backend config against its registered `Config` (recipe load time, no model loads)."""
+    from curation.generate import GENERATORS
+
+    if not isinstance(config, dict) or "backend" not in config:
+        raise ValueError("generator must be a mapping with a `backend` (and the backend's own fields)")
+    cfg = GENERATORS.config_model(str(config["backend"]))  # unknown backend -> error listing the known
+    cfg(**judge_generator_config(config))
+    return config
+
+
+def judge_generator_config(config: dict[str, Any]) -> dict[str, Any]:
+    """One deterministic sample per prompt unless the recipe says otherwise."""
+    out = dict(config)
+    out["n"] = 1
+    out["sampling"] = {**JUDGE_SAMPLING, **dict(config.get("sampling") or {})}
+    return out
+
+
+class LLMCalls:
+    """Sends chat conversations to a generation backend; one call per distinct conversation."""
+
+    def __init__(self, generator_config: dict[str, Any], owner: str) -> None:
+        self.config = judge_generator_config(generator_config)
+        self.owner = owner
+        self.generator: Any = None  # built on first use; assign any Generator to reuse one
+        self.calls = 0
+
+    def _generator(self) -> Any:
+        if self.generator is None:
+            from curation.generate import GENERATORS
+
+            self.generator = GENERATORS.build(self.config["backend"], self.config)
+        return self.generator
+
+    def complete(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str | None, str | None]]:
+        """(reply text, error) for each conversation, in order."""
+        ids = [schema.prompt_id(c) for c in conversations]
+        unique = dict(zip(ids, conversations))
+        if not unique:
+            return []
+        prompts = schema.frame(
+            [
+                {"prompt_id": pid, "messages": msgs, "source": f"scorer:{self.owner}", "meta": "{}"}
+                for pid, msgs in unique.items()
+            ],
+            "prompts",
+        )
+        out = self._generator().generate(prompts)
+        self.calls += len(unique)
+        replies: dict[str, tuple[str | None, str | None]] = {}
+        for r in out.sort("sample_index").iter_rows(named=True):
+            if r["prompt_id"] not in replies:
+                replies[r["prompt_id"]] = (r.get("text"), r.get("error"))
+        missing = (None, "the generation backend returned no reply")
+        return [replies.get(pid, missing) for pid in ids]
+
+
+# ---------------------------------------------------------------- tolerant reply parsing
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+
+
+def json_objects(text: str) -> list[dict[str, Any]]:
+    """Top-level JSON objects in `text` (fenced or inline), last first: replies often end with one."""
+    found: list[dict[str, Any]] = []
+    for chunk in [m.group(1) for m in _FENCE.finditer(text)] or [text]:
+        i = chunk.find("{")
+        while i >= 0:
+            end = _object_end(chunk, i)
+            obj = None
+            if end is not None:
+                try:
+                    obj = json.loads(chunk[i : end + 1])
+                except json.JSONDecodeError:
+                    obj = None
+            if isinstance(obj, dict):
+                found.append(obj)
+                i = chunk.find("{", end + 1)  # type: ignore[operator]
+            else:
+                i = chunk.find("{", i + 1)
+    return found[::-1]
+
+
+def _object_end(text: str, start: int) -> int | None:
+    """Index of the brace closing the one at `start` (strings respected), or None."""
+    depth, in_str, esc = 0, False, False
+    for j in range(start, len(text)):
+        ch = text[j]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return j
+    return None
+
+
+def get_key(obj: dict[str, Any], *names: str) -> Any:
+    lowered = {str(k).lower().strip(): v for k, v in obj.items()}
+    for n in names:
+        if n in lowered:
+            return lowered[n]
+    return None
+
+
+def as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*(?:/\s*\d+)?\s*", value)
+        return float(m.group(1)) if m else None
+    return None
+
+
+def clip(text: str | None, limit: int = 2000) -> str | None:
+    return None if text is None else text[:limit]
