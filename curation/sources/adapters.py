@@ -184,11 +184,15 @@ def rest(row: dict, consumed: set[str]) -> dict[str, Any]:
 
 
 def _common_prefix_len(a: str, b: str) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    """Length of the shared prefix, by bisection over C-level slice comparisons."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def split_hh(chosen: str, rejected: str) -> tuple[list[dict[str, str]], str, str]:
@@ -291,7 +295,7 @@ def pair_texts(row: dict, det: Detection) -> tuple[list[dict[str, str]], str, st
             r = _assistant_turn(rejected[len(msgs) :] if rejected[: len(msgs)] == msgs else rejected, "rejected")
         else:  # after an 'Assistant:' cue the answer starts with a separating space
             c, r = (chosen.strip(), rejected.strip()) if cue else (chosen, rejected)
-    return msgs, *_distinct(response(c, "chosen"), response(r, "rejected"))
+    return msgs, *_distinct(c, r)
 
 
 def _distinct(chosen: str, rejected: str) -> tuple[str, str]:
@@ -519,10 +523,12 @@ ADAPTERS: dict[str, Callable[[dict, Detection], Any]] = {
 # ---------------------------------------------------------------- detection
 
 
-def _first(rows: list[dict], name: str) -> Any:
-    for r in rows:
-        if r.get(name) is not None:
-            return r[name]
+def _vote_kind(value: Any) -> str | None:
+    """The kind of a chosen/rejected value, when it plausibly is one (junk rows do not vote)."""
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "role" in t and "content" in t for t in value):
+        return "messages"
     return None
 
 
@@ -534,7 +540,7 @@ def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
     reasons: dict[tuple[str, str, str], str] = {}
     for r in rows:
         keys.update(dict.fromkeys(r))
-        d = _detect([r], dict.fromkeys(r))
+        d = _detect_row(r)
         if d is not None:
             votes[(d.format, d.variant, d.kind)] += 1
             reasons.setdefault((d.format, d.variant, d.kind), d.reason)
@@ -555,21 +561,23 @@ def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
     return det
 
 
-def _detect(rows: list[dict], keys: dict[str, None]) -> Detection | None:
-    cols = ", ".join(sorted(keys)[:12])
-    chosen = _first(rows, "chosen")
-    if {"pair_id", "chosen", "rejected"} <= keys.keys():
+def _detect_row(row: dict) -> Detection | None:
+    """The format one row looks like, and why; None when it looks like none (it does not vote)."""
+    keys = row.keys()
+    cols = ", ".join(sorted(map(str, keys))[:12])
+    pair = "chosen" in keys or "rejected" in keys
+    kind = _vote_kind(row.get("chosen")) or _vote_kind(row.get("rejected"))
+    if pair and "pair_id" in keys and kind:
         variant = "explicit" if "prompt" in keys else "implicit"
-        return Detection("curate", variant, _kind(chosen), f"columns pair_id, chosen, rejected: a curate version or export (columns: {cols})")
-    if "completions" in keys and "instruction" in keys:
+        return Detection("curate", variant, kind, f"columns pair_id, chosen, rejected: a curate version or export (columns: {cols})")
+    if {"completions", "instruction"} <= keys:
         return Detection("ultrafeedback", "", "", "columns instruction and completions (list of {model, response, overall_score}): raw UltraFeedback")
-    if {"prompt", "completion", "label"} <= keys.keys():
+    if {"prompt", "completion", "label"} <= keys:
         return Detection("kto", "", "", "columns prompt, completion, label: unpaired (KTO) rows; pairs are rebuilt per prompt from labels 1/0")
-    if {"instruction", "generations", "ratings"} <= keys.keys():
+    if {"instruction", "generations", "ratings"} <= keys:
         return Detection("distilabel", "", "", "columns instruction, generations, ratings: distilabel UltraFeedback-task output")
-    if {"chosen", "rejected"} <= keys.keys():
-        kind = _kind(chosen)
-        if kind == "string" and isinstance(_first(rows, "messages"), list):
+    if pair:  # a row with only one of chosen/rejected is a broken pair, never a prompt
+        if kind == "string" and _vote_kind(row.get("messages")) == "messages":
             return Detection("corpus", "explicit", kind, f"messages (list) with string chosen/rejected: the shared corpus schema (columns: {cols})")
         if kind == "messages":
             variant = "explicit" if "prompt" in keys else "implicit"
@@ -578,12 +586,14 @@ def _detect(rows: list[dict], keys: dict[str, None]) -> Detection | None:
         if kind == "string":
             if "prompt" in keys:
                 return Detection("trl_standard", "explicit", kind, "string prompt, chosen, rejected: TRL standard preference, explicit prompt")
-            if all(isinstance(r.get("chosen"), str) and HH_ASSISTANT in r["chosen"] for r in rows if "chosen" in r):
+            if HH_ASSISTANT in (row.get("chosen") if isinstance(row.get("chosen"), str) else row.get("rejected")):
                 return Detection("hh_rlhf", "implicit", kind, "chosen/rejected are whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts: hh-rlhf")
             return Detection("trl_standard", "implicit", kind, "string chosen/rejected without a prompt column: TRL standard preference, implicit prompt")
-    present = [f for f in PROMPT_FIELDS if f in keys]
-    if present:
-        return Detection("prompts", "", "", f"column {present[0]!r} and no chosen/rejected: prompts only (other columns go to prompt meta)")
+        return None
+    for name in PROMPT_FIELDS:
+        value = row.get(name)
+        if isinstance(value, str) or _vote_kind(value) == "messages":
+            return Detection("prompts", "", "", f"column {name!r} and no chosen/rejected: prompts only (other columns go to prompt meta)")
     return None
 
 

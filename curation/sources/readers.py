@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 BATCH_ROWS = 1024
+JSON_SPACE = " \t\r\n"  # a blank line holds only these; other control characters are junk
 RAW_CHARS = 500  # how much of an offending row the quarantine keeps
 HUB_PREFIX = "hf://"
 HF_DISK_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
@@ -142,7 +143,7 @@ def _jsonl_rows(data: bytes) -> Iterator[RawRow]:
             shown = raw.decode("utf-8", errors="replace")
             yield RawRow(i, None, ("(line)", f"not valid UTF-8: byte {exc.start} is {raw[exc.start]:#04x}"), truncate(shown))
             continue
-        if not text.strip():
+        if not text.strip(JSON_SPACE):
             yield RawRow(i, _BLANK)
             continue
         try:
