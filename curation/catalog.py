@@ -30,7 +30,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from curation import schema
 from curation.store import ArtifactStore, fsync_dir
@@ -275,14 +274,14 @@ def tie_mask(rows: pl.DataFrame) -> pl.Series:
     return (tie | conf).alias("tie")
 
 
-def _write_file(df: pl.DataFrame | pa.Table, path: Path, table: str | None = None) -> None:
-    arrow = schema.to_arrow(df, table) if table and isinstance(df, pl.DataFrame) else (
-        df.to_arrow() if isinstance(df, pl.DataFrame) else df
-    )
-    with open(path, "wb") as fh:
-        pq.write_table(arrow, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
+def _write_file(df: pl.DataFrame, path: Path, table: str) -> None:
+    """Conform to the table's schema, write (polars' writer is the fast one), fsync."""
+    schema.conform(df, table).write_parquet(path, compression="zstd")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_text(path: Path, text: str) -> None:

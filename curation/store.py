@@ -64,14 +64,14 @@ def fsync_dir(path: Path) -> None:
 def write_parquet_atomic(frame: pl.DataFrame | Any, path: Path, *, table: str | None = None) -> int:
     """Write a polars frame (or Arrow table) to `path` via temp name + fsync + rename; return rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(frame, pl.DataFrame):
-        arrow = schema.to_arrow(frame, table) if table else frame.to_arrow()
-    else:
-        arrow = frame
+    if not isinstance(frame, pl.DataFrame):
+        frame = pl.from_arrow(frame)
+    if table:
+        frame = schema.conform(frame, table)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(arrow, fh, compression="zstd")
+            frame.write_parquet(fh, compression="zstd")
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -79,7 +79,7 @@ def write_parquet_atomic(frame: pl.DataFrame | Any, path: Path, *, table: str | 
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-    return arrow.num_rows
+    return frame.height
 
 
 class ArtifactStore:
