@@ -114,12 +114,15 @@ class EvaluateConfig(ComponentConfig):
 
     `model` is a run folder written by `curate train` (defaults to the recipe's train output).
     `pairs` is a catalog ref ("name@v3:test") or a file of pairs read by curation.sources.
+    `prompts` (a prompts file or catalog ref) gives the held-out prompts for win rate and verify;
+    without it the win rate uses the held-out pairs' prompts.
     `judge` names a scorer that did not label the training data (the run warns when it did).
     `verify` names a verify scorer for verifiable tasks: pass@1, and pass@k when `n` > 1.
     """
 
     model: str | None = None
     pairs: str | None = None
+    prompts: str | None = Field(None, description="held-out prompts (file or catalog ref) for win rate and verify")
     limit: int | None = Field(None, ge=1, description="evaluate at most this many pairs / prompts")
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(1024, ge=8)

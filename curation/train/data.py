@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from curation import schema
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -43,13 +46,6 @@ def rows_fingerprint(rows: pl.DataFrame) -> str:
     for row in rows.select(cols).sort("pair_id").iter_rows():
         h.update(json.dumps(row, ensure_ascii=False).encode())
     return h.hexdigest()[:16]
-
-
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    if ":" in ref and ref.rsplit(":", 1)[1] in ("train", "test"):
-        base, split = ref.rsplit(":", 1)
-        return base, split
-    return ref, None
 
 
 def looks_like_file(ref: str) -> bool:
@@ -103,18 +99,11 @@ def _pairs_from_file(path: str) -> pl.DataFrame:
     return schema.conform(rows.select([c for c in rows.columns if c in schema.VERSION_ROWS.names]), "version_rows")
 
 
-def is_tie(meta: str | None) -> bool:
-    """Pairs an upstream source marked as ties carry no preference direction."""
-    if not meta:
-        return False
-    try:
-        return bool(json.loads(meta).get("tie"))
-    except (ValueError, AttributeError):
-        return False
-
-
 def drop_ties(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    tie = pl.Series([is_tie(m) for m in rows["meta"].to_list()], dtype=pl.Boolean)
+    """Pairs without a preference direction (the catalog's tie rule) leave; their count is kept."""
+    from curation.catalog import tie_mask
+
+    tie = tie_mask(rows)
     return rows.filter(~tie), int(tie.sum())
 
 
@@ -137,13 +126,6 @@ def check_for_method(data: PairData, config: Any) -> pl.DataFrame:
             f"{data.label}: use_margin is on but {n} pair(s) have no `margin`; score the pairs "
             "(pairs builder with a score) or set use_margin: false"
         )
-    if config.method == "kto":
-        same = rows.filter(pl.col("chosen") == pl.col("rejected"))
-        if same.height:
-            raise TrainDataError(
-                f"{data.label}: {same.height} pair(s) have chosen == rejected, so KTO gets contradictory "
-                f"desirable/undesirable labels (pair_id {same['pair_id'].head(3).to_list()})"
-            )
     if config.method in ("dpo", "cdpo") and (config.method == "cdpo" or config.loss == "robust"):
         if config.epsilon is None and (not config.use_pair_epsilon or rows["epsilon"].null_count() == rows.height):
             raise TrainDataError(
@@ -170,54 +152,39 @@ def pair_epsilons(rows: pl.DataFrame, config: Any) -> list[float]:
     return rows["epsilon"].fill_null(default).to_list()
 
 
-def _assistant(text: str) -> list[dict[str, str]]:
-    return [{"role": "assistant", "content": text}]
-
-
 def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
-    """The rows in TRL's conversational format for `config.method`, with our per-pair columns.
+    """The rows as the catalog's TRL view for `config.method` (curation.export.to_view: one conversion).
 
-    dpo/cdpo/orpo/simpo: prompt, chosen, rejected (+ weight, epsilon, pair_id);
-    reward: chosen and rejected full conversations (+ margin when used);
-    kto: unpaired prompt/completion/label; sft: prompt/completion from the chosen responses.
+    dpo/cdpo/orpo/simpo: trl_dpo (prompt, chosen, rejected) with `weight` / `epsilon` resolved per
+    config; reward: trl_reward (whole conversations, + margin when used); kto: trl_kto (unpaired
+    prompt/completion/label); sft: prompt + the chosen response as `completion` (RFT data).
     """
     from datasets import Dataset
 
-    prompts = [[dict(m) for m in p] for p in rows["prompt"].to_list()]
-    chosen, rejected = rows["chosen"].to_list(), rows["rejected"].to_list()
-    ids = rows["pair_id"].to_list()
+    from curation.export import to_view
+
     m = config.method
-    if m in ("dpo", "cdpo", "orpo", "simpo"):
-        data: dict[str, list[Any]] = {
-            "pair_id": ids,
-            "prompt": prompts,
-            "chosen": [_assistant(c) for c in chosen],
-            "rejected": [_assistant(r) for r in rejected],
-        }
-        if m in ("dpo", "cdpo"):
-            data["weight"] = pair_weights(rows, config)
-            data["epsilon"] = pair_epsilons(rows, config)
-        return Dataset.from_dict(data)
-    if m == "reward":
-        data = {
-            "pair_id": ids,
-            "chosen": [p + _assistant(c) for p, c in zip(prompts, chosen)],
-            "rejected": [p + _assistant(r) for p, r in zip(prompts, rejected)],
-        }
-        if use_margin(rows, config):
-            data["margin"] = rows["margin"].to_list()
-        return Dataset.from_dict(data)
-    if m == "kto":
-        return Dataset.from_dict(
-            {
-                "prompt": prompts + prompts,
-                "completion": [_assistant(c) for c in chosen] + [_assistant(r) for r in rejected],
-                "label": [True] * len(chosen) + [False] * len(rejected),
-            }
+    fmt = {"reward": "trl_reward", "kto": "trl_kto"}.get(m, "trl_dpo")
+    view, skipped = to_view(rows, fmt)
+    if skipped:
+        log.info("TRL view %s skipped %s", fmt, skipped)
+    if view.height == 0:
+        raise TrainDataError(f"no rows left for {m} after the {fmt} view skipped {skipped}")
+    if m in ("dpo", "cdpo"):
+        view = view.select(
+            "pair_id", "prompt", "chosen", "rejected",
+            pl.Series("weight", pair_weights(view, config), dtype=pl.Float64),
+            pl.Series("epsilon", pair_epsilons(view, config), dtype=pl.Float64),
         )
-    if m == "sft":
-        return Dataset.from_dict({"prompt": prompts, "completion": [_assistant(c) for c in chosen]})
-    raise ValueError(f"unknown method {m!r}")
+    elif m in ("orpo", "simpo"):
+        view = view.select("pair_id", "prompt", "chosen", "rejected")
+    elif m == "reward":
+        view = view.select("pair_id", "chosen", "rejected", *(["margin"] if use_margin(rows, config) else []))
+    elif m == "kto":
+        view = view.select("prompt", "completion", "label")
+    else:  # sft
+        view = view.select("prompt", pl.col("chosen").alias("completion"))
+    return Dataset(view.to_arrow())
 
 
 def use_margin(rows: pl.DataFrame, config: Any) -> bool:

@@ -151,6 +151,7 @@ def train(
             "config": cfg.model_dump(mode="json"),
             "metrics": metrics,
             "model_id": result.model_id,
+            "catalog": str(catalog.root) if result.model_id else None,
             "started_at": started.isoformat(),
             "ended_at": ended.isoformat(),
         },
