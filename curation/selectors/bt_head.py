@@ -17,12 +17,31 @@ from curation import schema
 from curation.selectors.base import SelectionContext, SelectionError, prompt_texts
 
 
+def last_user_turns(pool: pl.DataFrame) -> list[str]:
+    """The last user message of each item's prompt (the whole prompt when it is plain text)."""
+    if "prompt" not in pool.columns and "messages" not in pool.columns:
+        return prompt_texts(pool)
+    col = pool.get_column("prompt" if "prompt" in pool.columns else "messages").to_list()
+    out = []
+    for m in col:
+        if isinstance(m, list):
+            users = [t["content"] for t in m if t["role"] == "user"]
+            out.append(users[-1] if users else schema.messages_to_text(m))
+        else:
+            out.append(m or "")
+    return out
+
+
 def pair_embeddings(pool: pl.DataFrame, context: SelectionContext) -> tuple[np.ndarray, np.ndarray]:
-    """φ(x, chosen) and φ(x, rejected): embeddings of "prompt\\n\\nresponse", each text once."""
+    """φ(x, chosen) and φ(x, rejected): embeddings of "last user turn\\n\\nresponse", each text once.
+
+    The last user turn rather than the whole conversation: MiniLM reads 256 word pieces, and a
+    long conversation would push the response, the part that differs, out of the window.
+    """
     for col in ("chosen", "rejected"):
         if col not in pool.columns:
             raise SelectionError(f"{context.stage}: Bradley-Terry heads need a pairs pool with a {col!r} column")
-    prompts = prompt_texts(pool)
+    prompts = last_user_turns(pool)
     chosen = [f"{p}\n\n{r or ''}" for p, r in zip(prompts, pool["chosen"].to_list())]
     rejected = [f"{p}\n\n{r or ''}" for p, r in zip(prompts, pool["rejected"].to_list())]
     key = ("pair_embeddings", tuple(context.ids(pool)))
