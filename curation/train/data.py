@@ -67,10 +67,9 @@ def load_pairs(source: str | pl.DataFrame, catalog: Any = None, *, split: str | 
             from curation.catalog import open_catalog
 
             catalog = open_catalog()
-        base, ref_split = _split_ref(source)
-        version = catalog.resolve(base)  # raises CatalogError naming the missing version
-        rows = schema.conform(catalog.load(base), "version_rows")
-        split = ref_split or split
+        version = catalog.resolve(source)  # raises CatalogError naming the missing version
+        rows = schema.conform(catalog.load(version), "version_rows")
+        split = version.split or split
         label = f"{version.ref}:{split}" if split else version.ref
     if split is not None and "split" in rows.columns and rows.height:
         available = sorted(set(rows["split"].drop_nulls().to_list()))

@@ -186,6 +186,12 @@ def _precision(cfg: TrainConfig) -> dict[str, bool]:
     return {"bf16": False, "fp16": False}  # TRL configs default to bf16, which CPUs refuse
 
 
+def _accelerated() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _common_args(cfg: TrainConfig) -> dict[str, Any]:
     return {
         "output_dir": str(cfg.out),
@@ -204,6 +210,7 @@ def _common_args(cfg: TrainConfig) -> dict[str, Any]:
         "report_to": "none",
         "gradient_checkpointing": cfg.gradient_checkpointing,
         "max_length": cfg.max_length,
+        "dataloader_pin_memory": _accelerated(),
         **_precision(cfg),
         **cfg.trl,
     }

@@ -62,7 +62,7 @@ def hh_rows(hh_catalog) -> pl.DataFrame:
     return hh_catalog.load("hh@v1")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def fast() -> dict:
     """Training settings for a few quick steps on the tiny models."""
     return {"max_steps": 2, "batch_size": 4, "learning_rate": 1e-3, "logging_steps": 1, "max_length": 256,
