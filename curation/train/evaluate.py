@@ -54,9 +54,10 @@ def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
 
 def calibration(margins: list[float], bins: int = 10) -> dict[str, float]:
     """ECE, Brier and log loss of p = σ(margin) as the probability that the label's chosen side wins."""
-    probs = [1.0 / (1.0 + math.exp(-max(min(m, 50.0), -50.0))) for m in margins]
-    conf = [max(p, 1 - p) for p in probs]
-    correct = [1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in probs]
+    sigmoid = lambda x: 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))  # noqa: E731
+    probs = [sigmoid(m) for m in margins]
+    conf = [sigmoid(abs(m)) for m in margins]  # symmetric, so a pair and its flip share a bin
+    correct = [1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins]
     ece = 0.0
     for b in range(bins):
         lo, hi = 0.5 + 0.5 * b / bins, 0.5 + 0.5 * (b + 1) / bins
