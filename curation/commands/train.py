@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -89,7 +91,8 @@ def train_cmd(
             if not (root / "catalog.duckdb").is_file():
                 fail(f"no catalog at {root}: publish or import a dataset first, or pass --catalog")
             cat = Catalog(root)
-        result = train(data, cfg, cat)
+        with contextlib.redirect_stdout(sys.stderr):  # trainer logs and progress; stdout keeps the result
+            result = train(data, cfg, cat)
     except _errors() as exc:
         fail(str(exc))
     summary = {"path": str(result.path), "method": result.method, "data": result.data, "model_id": result.model_id,
@@ -142,7 +145,8 @@ def eval_cmd(
             if needs_catalog and not (root / "catalog.duckdb").is_file():
                 fail(f"no catalog at {root}: pass --catalog, or held-out pairs as a file")
             cat = Catalog(root)
-        result = evaluate(run, None, cfg, cat)
+        with contextlib.redirect_stdout(sys.stderr):
+            result = evaluate(run, None, cfg, cat)
     except _errors() as exc:
         fail(str(exc))
     for w in result.warnings:
