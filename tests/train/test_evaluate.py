@@ -121,3 +121,20 @@ def test_judge_that_scored_the_training_data_is_warned_about(trained, hh_catalog
     res = evaluate(policy.path, "hh@v1:test", catalog=hh_catalog, judge=judge, win_rate_prompts=2, max_new_tokens=4,
                    record=False)
     assert len(res.warnings) == 1 and "judge-rm" in res.warnings[0] and "training data" in res.warnings[0]
+
+
+def test_reward_model_on_a_held_out_pairs_file_excludes_and_counts_ties(tiny_rm, shared_data):
+    res = evaluate(tiny_rm, str(shared_data / "pandalm_testset.jsonl.gz"), limit=12, record=False)
+    assert res.metrics["pairs"] == 12
+    assert res.metrics["ties_excluded"] > 0  # pandalm marks ties; they carry no direction
+    assert res.data.endswith("pandalm_testset.jsonl.gz")
+
+
+def test_verifiable_prompts_report_pass_at_1_and_pass_at_k(trained, hh_catalog, shared_data):
+    policy, _ = trained
+    res = evaluate(policy.path, prompts=str(shared_data / "gsm8k_prompts_test.jsonl.gz"), verify={"kind": "verify"},
+                   n=2, win_rate_prompts=3, max_new_tokens=8, catalog=hh_catalog, record=False)
+    m = res.metrics
+    assert m["verify_prompts"] == 3
+    assert 0.0 <= m["pass@1"] <= m["pass@2"] <= 1.0
+    assert "implicit_reward_accuracy" not in m  # prompts only: no pairs were ranked
