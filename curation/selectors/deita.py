@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -19,6 +21,8 @@ from pydantic import Field
 from curation.selectors import SELECTORS
 from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
 from curation.selectors.base import SelectionContext, Selector, SelectorConfig, decisions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,6 +111,7 @@ class Deita(Selector):
         rank[res.kept] = np.arange(len(res.kept))
         similar = res.similar_to >= 0
         self.report = {"selected": len(res.kept), "examined": res.examined, "similar_to_kept": int(similar.sum())}
+        log.info("%s %s: %s", context.stage, "Deita", self.report)
         detail = [
             {"score": float(score[i]), **({"similar_to": ids[res.similar_to[i]], "similarity": float(res.similarity[i])}
                                            if similar[i] else {})}

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -20,6 +22,8 @@ from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize,
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
 
 FLAT_LIMIT = 100_000  # above this, "auto" uses an IVF index (exact search is O(n²))
+
+log = logging.getLogger(__name__)
 
 
 def kth_neighbour_distance(
@@ -115,6 +119,7 @@ class FiFA(Selector):
         rank[order] = np.arange(len(order))
         self.report = {"selected": len(order), "prompt_quality": cfg.prompt_quality or "not used",
                        "threshold_importance": float(importance[order[-1]])}
+        log.info("%s %s: %s", context.stage, "FiFA", self.report)
         detail = [
             {"importance": float(importance[i]), "margin": float(m[i]), "log_knn_distance": float(log_d[i]),
              **({"prompt_quality": float(q[i])} if q is not None else {})}

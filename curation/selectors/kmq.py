@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -23,6 +25,8 @@ from pydantic import Field
 from curation.selectors import SELECTORS
 from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+
+log = logging.getLogger(__name__)
 
 
 def allocate(sizes: np.ndarray, budget: int, weights: np.ndarray, *, capped: bool = True) -> np.ndarray:
@@ -224,6 +228,7 @@ class KMQ(Selector):
         sizes = np.bincount(labels, minlength=k)
         self.report = {"k": int(k), "silhouette": silhouettes, "selected": int(len(s.order)),
                        "distinct": int((drawn > 0).sum()), "clusters_used": int((s.counts > 0).sum())}
+        log.info("%s %s: %s", context.stage, "kMQ", self.report)
         detail = [
             {"cluster": int(labels[i]), "cluster_size": int(sizes[labels[i]]), "p": float(s.probabilities[i]),
              **({"count": int(drawn[i])} if drawn[i] > 1 else {})}

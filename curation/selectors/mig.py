@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -40,6 +42,8 @@ TAG_PROMPT = (
     "fine-grained tags (for example: \"python programming\", \"recipe request\", \"math word problem\"). "
     'Answer with JSON only: [{{"tag": "...", "explanation": "..."}}, ...].\n\nUser query:\n{query}'
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -337,7 +341,11 @@ class MIG(Selector):
         labelled = np.fromiter((len(ls) > 0 for ls in label_sets), dtype=bool, count=n)
         phi = Phi(cfg.phi, cfg.phi_a, cfg.phi_b, cfg.phi_alpha)
         members = np.flatnonzero(labelled)
-        picked, gains = mig_greedy_lazy(e_hat[members], budget, phi)
+        every = max(1, min(budget, len(members)) // 10)
+        picked, gains = mig_greedy_lazy(
+            e_hat[members], budget, phi,
+            progress=lambda done: log.info("%s MIG: %d of %d picked", context.stage, done, budget) if done % every == 0 else None,
+        )
         order = members[picked]
         kept = np.zeros(n, dtype=bool)
         kept[order] = True
@@ -348,6 +356,7 @@ class MIG(Selector):
         self.report = {"label_source": source, "labels": len(names), "unlabelled": int((~labelled).sum()),
                        "graph_edges": int(p.nnz), "selected": int(len(order)),
                        "information": information(e_hat[order], phi) if len(order) else 0.0}
+        log.info("%s %s: %s", context.stage, "MIG", self.report)
         detail = [
             {"label_source": source, "labels": [names[j] for j in label_sets[i]][:16],
              **({"gain": float(gain[i])} if kept[i] else {})}

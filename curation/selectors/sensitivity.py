@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -29,6 +31,8 @@ from curation.selectors._kmeans import Clustering
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
 
 LossOracle = Callable[[np.ndarray], np.ndarray]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,6 +181,7 @@ class Sensitivity(Selector):
         rank[uniq] = np.argsort(np.argsort(first))
         self.report = {"m": m, "k": k, "lipschitz": res.lipschitz, "distinct": int(kept.sum()),
                        "loss_oracle": cfg.loss or "constant"}
+        log.info("%s %s: %s", context.stage, "sensitivity", self.report)
         detail = [
             {"cluster": int(res.labels[i]), "sensitivity": float(res.sensitivities[i]), "p": float(res.probabilities[i]),
              **({"count": int(counts[i])} if counts[i] else {}), **({"representative": True} if is_rep[i] else {})}

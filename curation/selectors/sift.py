@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 import numpy as np
 import polars as pl
 from pydantic import Field
@@ -30,6 +32,8 @@ from curation import schema
 from curation.selectors import SELECTORS
 from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,17 +73,19 @@ def vtl(x: np.ndarray, targets: np.ndarray | None, n_select: int, lam: float) ->
     return VTLResult(np.asarray(picks, dtype=np.int64), np.asarray(values), np.asarray(totals))
 
 
-def preselect(x: np.ndarray, query: np.ndarray, k: int | None) -> np.ndarray:
+def preselect(x: np.ndarray, query: np.ndarray, k: int | None, index=None) -> np.ndarray:
     """Indices of the k items with the largest |⟨x, query⟩| (all when k is None), largest first.
 
-    faiss searches the query and its negation (the reference's also_query_opposite).
+    faiss searches the query and its negation (the reference's also_query_opposite); pass a
+    prebuilt inner-product `index` over `x` to reuse it across searches.
     """
     if k is None or k >= x.shape[0]:
         return np.argsort(-np.abs(x @ query), kind="stable")
     import faiss
 
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(np.ascontiguousarray(x, dtype=np.float32))
+    if index is None:
+        index = faiss.IndexFlatIP(x.shape[1])
+        index.add(np.ascontiguousarray(x, dtype=np.float32))
     q = np.ascontiguousarray(np.stack([query, -query]), dtype=np.float32)
     sims, ids = index.search(q, k)
     ids, sims = ids.ravel(), sims.ravel()
@@ -111,9 +117,11 @@ def sift_select(
     mini_batch_size: int = 1000,
     mean_pooling: bool = False,
     seed: int = 0,
+    index=None,
     progress=None,
 ) -> SIFTResult:
-    """SIFT over unit-norm rows `x`: pre-select, then VTL through the mini-batch hierarchy."""
+    """SIFT over unit-norm rows `x`: pre-select (through `index` when given), then VTL through
+    the mini-batch hierarchy."""
     if n_select < 1:
         raise SelectionError("sift: budget must be at least 1")
     if targets is not None:
@@ -121,7 +129,7 @@ def sift_select(
             raise SelectionError("sift: no target embeddings")
         if mean_pooling:
             targets = targets.mean(axis=0, keepdims=True)
-        current = preselect(x, targets.mean(axis=0), preselect_k)
+        current = preselect(x, targets.mean(axis=0), preselect_k, index)
     else:
         current = np.arange(x.shape[0])
     if len(current) > mini_batch_size and n_select > mini_batch_size // 2:
@@ -212,6 +220,7 @@ class SIFT(Selector):
         res = sift_select(
             x, targets, budget, lam=cfg.lam, preselect_k=cfg.preselect, mini_batch_size=mbs,
             mean_pooling=cfg.mean_pooling, seed=cfg.seed,
+            progress=lambda size: log.info("%s SIFT: one mini-batch of %d candidates done", context.stage, size),
         )
         keep_step = adaptive_mask(res.total_variance, cfg.alpha) if cfg.alpha else np.ones(len(res.picks), bool)
         picks = res.picks[keep_step]
@@ -227,6 +236,7 @@ class SIFT(Selector):
         self.report = {"targets": len(target_texts) if target_texts else "undirected", "candidates": res.candidates,
                        "levels": res.levels, "mini_batch_size": mbs, "picks": int(len(picks)),
                        "distinct": int((counts > 0).sum()), "final_total_variance": float(res.total_variance[-1])}
+        log.info("%s %s: %s", context.stage, "SIFT", self.report)
         detail = [
             {"count": int(counts[i]), "value": float(first_value[i])} if counts[i] else None for i in range(n)
         ]

@@ -187,3 +187,12 @@ def test_sparse_propagation_equals_dense_formula():
     assert np.allclose(propagate(sets, s, p).toarray(), (s[:, None] * v) @ p.toarray())
     assert np.allclose(propagate(sets, s, p, norm=True).toarray(), (s[:, None] * v / v.sum(1, keepdims=True)) @ p.toarray())
     assert sparse.issparse(propagate(sets, s, p))
+
+
+@pytest.mark.slow
+def test_llm_tagging_runs_through_a_real_generation_backend(tiny_chat):
+    """The tiny offline model is untrained: its answers carry no JSON tags, which must be a clear error."""
+    pool, ctx = pairs_pool(clustered(3, 4, 1, 0))
+    tagger = {"backend": "transformers", "model": str(tiny_chat), "sampling": {"max_tokens": 8, "temperature": 0.0}}
+    with pytest.raises(SelectionError, match="no item has a usable tag \\(source llm:"):
+        SELECTORS.build("mig", {"kind": "mig", "labels": "llm", "tagger": tagger}).select(pool, ctx)
