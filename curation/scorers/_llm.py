@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Literal
 
 from curation import schema
 
@@ -22,7 +22,10 @@ def validate_generator(config: dict[str, Any]) -> dict[str, Any]:
 
     if not isinstance(config, dict) or "backend" not in config:
         raise ValueError("generator must be a mapping with a `backend` (and the backend's own fields)")
-    cfg = GENERATORS.config_model(str(config["backend"]))  # unknown backend -> error listing the known
+    try:
+        cfg = GENERATORS.config_model(str(config["backend"]))
+    except KeyError as exc:  # unknown backend: the message lists the known ones
+        raise ValueError(str(exc)) from None
     cfg(**judge_generator_config(config))
     return config
 
@@ -33,6 +36,35 @@ def judge_generator_config(config: dict[str, Any]) -> dict[str, Any]:
     out["n"] = 1
     out["sampling"] = {**JUDGE_SAMPLING, **dict(config.get("sampling") or {})}
     return out
+
+
+StructuredOutput = Literal["off", "vllm", "openai"]
+RATIONALE = r'"rationale": "[^"\\\n]{0,300}"'
+
+
+def with_structured_output(
+    config: dict[str, Any], mode: StructuredOutput, regex: str, json_schema: dict[str, Any]
+) -> dict[str, Any]:
+    """Constrain replies to the expected JSON through the `openai` backend's request body:
+    'vllm' sends vLLM's `structured_outputs.regex` (exact layout, even a random model complies),
+    'openai' sends OpenAI's `response_format` JSON schema (OpenAI API and servers that copy it)."""
+    if mode == "off":
+        return config
+    if config.get("backend") != "openai":
+        raise ValueError(f"structured_output {mode!r} works through the `openai` backend, not {config.get('backend')!r}")
+    extra = dict(config.get("extra_body") or {})
+    if mode == "vllm":
+        extra["structured_outputs"] = {"regex": regex}
+    else:
+        extra["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "judgement", "schema": json_schema, "strict": True},
+        }
+    return {**config, "extra_body": extra}
+
+
+def number_alternation(low: int, high: int) -> str:
+    return "(" + "|".join(str(n) for n in range(high, low - 1, -1)) + ")"
 
 
 class LLMCalls:

@@ -17,10 +17,21 @@ import re
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from curation.scorers import SCORERS
-from curation.scorers._llm import LLMCalls, as_float, clip, get_key, json_objects, validate_generator
+from curation.scorers._llm import (
+    RATIONALE,
+    LLMCalls,
+    StructuredOutput,
+    as_float,
+    clip,
+    get_key,
+    json_objects,
+    number_alternation,
+    validate_generator,
+    with_structured_output,
+)
 from curation.scorers.base import Scorer, ScorerConfig
 
 SYSTEM = "You are a careful, impartial judge of AI assistant responses. Follow the output format exactly."
@@ -188,11 +199,43 @@ class JudgeConfig(ScorerConfig):
     scale: int = Field(10, ge=2, le=100)
     aspects: list[str] = Field(default_factory=list, description="pointwise: rate each aspect, value = their mean")
     criteria: str | None = Field(None, description="extra instructions for pointwise rating")
+    structured_output: StructuredOutput = Field(
+        "off", description="constrain replies to the JSON format: 'vllm' (vLLM server) or 'openai' (response_format)"
+    )
 
     @field_validator("generator")
     @classmethod
     def _check_generator(cls, v: dict[str, Any]) -> dict[str, Any]:
         return validate_generator(v)
+
+    @model_validator(mode="after")
+    def _check_structured(self) -> "JudgeConfig":
+        with_structured_output(self.generator, self.structured_output, "", {})
+        return self
+
+    def reply_format(self) -> tuple[str, dict[str, Any]]:
+        """(regex, JSON schema) of the reply this judge asks for."""
+        rating = number_alternation(1, self.scale)
+        rating_schema = {"type": "integer", "minimum": 1, "maximum": self.scale}
+        rationale_schema = {"type": "string", "maxLength": 300}
+        if self.mode == "pairwise":
+            regex = r'\{' + RATIONALE + r', "winner": "(A|B|tie)"\}'
+            props: dict[str, Any] = {"rationale": rationale_schema, "winner": {"type": "string", "enum": ["A", "B", "tie"]}}
+        elif self.aspects:
+            inner = r'\{' + RATIONALE + r', "rating": ' + rating + r'\}'
+            regex = r'\{' + ", ".join(f'"{a}": {inner}' for a in self.aspects) + r'\}'
+            aspect = {
+                "type": "object",
+                "properties": {"rationale": rationale_schema, "rating": rating_schema},
+                "required": ["rationale", "rating"],
+                "additionalProperties": False,
+            }
+            props = {a: aspect for a in self.aspects}
+        else:
+            regex = r'\{' + RATIONALE + r', "rating": ' + rating + r'\}'
+            props = {"rationale": rationale_schema, "rating": rating_schema}
+        schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+        return regex, schema
 
 
 @SCORERS.register("judge")
@@ -203,7 +246,9 @@ class Judge(Scorer):
     def __init__(self, config: JudgeConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self.mode = self.config.mode  # type: ignore[misc]
-        self.llm = LLMCalls(self.config.generator, owner=self.config.name)
+        regex, json_schema = self.config.reply_format()
+        generator = with_structured_output(self.config.generator, self.config.structured_output, regex, json_schema)
+        self.llm = LLMCalls(generator, owner=self.config.name)
 
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
@@ -317,6 +362,7 @@ class Judge(Scorer):
                     "rationale": rationale,
                     "parsed": how,
                     "raw": clip(reply),
+                    "error": gen_error,
                 }
             )
             if pref is not None:
