@@ -279,9 +279,9 @@ def main() -> None:
     n = 50_000 if args.quick else args.n
     side = 20_000 if args.quick else 100_000
     plan = {
-        "kmq": lambda: run("kmq", bench_kmq, n=n, k=1024, budget=n // 20),
-        "kmq_vs_sklearn": lambda: run("kmq_vs_sklearn", bench_kmeans_sklearn, n=side, k=256),
-        "sensitivity": lambda: run("sensitivity", bench_sensitivity, n=n, m=10_000),
+        "kmq": lambda: run("kmq", bench_kmq, n=n, k=256, budget=n // 20),
+        "kmq_vs_sklearn": lambda: run("kmq_vs_sklearn", bench_kmeans_sklearn, n=side, k=64),
+        "sensitivity": lambda: run("sensitivity", bench_sensitivity, n=n, m=2560),
         "mig": lambda: run("mig", bench_mig, n=n, n_labels=4531, budget=n // 20),
         "mig_lazy_vs_dense": lambda: run("mig_lazy_vs_dense", bench_mig_dense, n=min(n, 20_000), n_labels=4531,
                                          budget=100 if args.quick else 200),
@@ -295,17 +295,17 @@ def main() -> None:
     out_path = Path(args.out)
     previous = json.loads(out_path.read_text()) if out_path.exists() and args.only else {}
     results = previous.get("results", {})
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     for name in chosen:
         results[name] = plan[name]()
-    report = {
-        "benchmark": "selectors",
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "n": n,
-        "dim": D,
-        "results": results,
-    }
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
+        report = {  # written after every measurement, so a long run leaves what it finished
+            "benchmark": "selectors",
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+            "n": n,
+            "dim": D,
+            "results": results,
+        }
+        out_path.write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(f"wrote {out_path}")
 
 
