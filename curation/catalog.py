@@ -671,7 +671,8 @@ class Catalog:
         if as_ == "hf":
             import datasets
 
-            return datasets.Dataset(df.to_arrow())
+            # the version's content hash is the fingerprint: datasets would otherwise hash every row
+            return datasets.Dataset(df.to_arrow(), fingerprint=f"{info.fingerprint or info.ref}-{table}-{split or 'all'}")
         raise CatalogError(f"unknown load format {as_!r}; choose polars, arrow, hf or duckdb")
 
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
