@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from curation.store import ArtifactStore, fsync_dir
 # Crash-testing hook: seconds to sleep after the version folder is in place and before the
 # catalog transaction (tests kill the process there and check that nothing became visible).
 PAUSE_ENV = "CURATE_PUBLISH_PAUSE_S"
+log = logging.getLogger(__name__)
 DEFAULT_CATALOG_ENV = "CURATE_CATALOG"
 DEFAULT_CATALOG = "catalogs/default"
 
@@ -430,6 +432,7 @@ class Catalog:
     ) -> VersionInfo:
         """Publish a new immutable version of `name`: files first, then one catalog transaction."""
         validate_name(name)
+        started = time.perf_counter()
         unknown = set(tables) - {"pairs", *LINEAGE_TABLES}
         if unknown:
             raise CatalogError(f"publish: unknown tables {sorted(unknown)}; use pairs, {', '.join(LINEAGE_TABLES)}")
@@ -488,6 +491,11 @@ class Catalog:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        log.info(
+            "published %s: %d pairs (train %d, test %d) from %d, dropped %d, flipped %d, ties %d, quarantined %d in %.1fs",
+            ref, rows.height, counts["train"], counts["test"], counts["pairs_in"], counts["dropped"], counts["flipped"],
+            counts["ties"], counts["quarantined"], time.perf_counter() - started,
+        )
         return VersionInfo(
             name=name, version=version, ref=ref, path=final, rows=rows.height, created_at=created,
             parents=tuple(parent_refs), fingerprint=fp, run_id=run_id, counts=counts,
