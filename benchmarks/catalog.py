@@ -3,7 +3,10 @@
 Each step runs in its own process so its peak resident memory (ru_maxrss) is its own; Python-level
 allocations are also traced (tracemalloc) where they matter. Results: benchmarks/results/catalog.json.
 
-    python benchmarks/catalog.py [--pairs 1000000] [--versions 1000] [--keep DIR]
+    python -m benchmarks.catalog [--pairs 1000000] [--versions 1000] [--keep DIR]
+
+(run as a module from the repository root: a script run puts benchmarks/ first on sys.path, where
+benchmarks/selectors.py shadows the standard library module `selectors`)
 """
 
 from __future__ import annotations
