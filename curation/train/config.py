@@ -136,6 +136,10 @@ class EvaluateConfig(ComponentConfig):
     calibration_bins: int = Field(10, ge=2)
     seed: int = 0
     record: bool = True
+    control: bool = Field(
+        False, description="recipes: also train on as many random pool pairs as were selected, and evaluate that "
+        "model beside the base and the trained one (did selection beat chance?)"
+    )
 
     @model_validator(mode="after")
     def _scorers_known(self) -> EvaluateConfig:

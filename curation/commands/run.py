@@ -1,0 +1,141 @@
+"""`curate run` and `curate deploy`: the recipe's stages as a Prefect flow, now or on a schedule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
+
+RunnerOption = typer.Option("local", "--runner", help="Where mapped stages run: local (threads), dask or ray.")
+AddressOption = typer.Option(
+    None, "--address", help="Scheduler address of an existing cluster [default: $DASK_SCHEDULER_ADDRESS / $RAY_ADDRESS]"
+)
+
+
+def _check(recipe: Path, until: str | None):
+    """Validate the recipe and --until before Prefect or any model loads."""
+    from curation.recipe import RecipeError, load_recipe
+    from curation.stages import stage_order
+
+    try:
+        r = load_recipe(recipe)
+        stage_order(until)
+    except (RecipeError, ValueError) as exc:
+        fail(str(exc))
+    return r
+
+
+@app.command()
+def run(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file"),
+    until: str = typer.Option(None, "--until", help="Stop after this stage (sources, generate, score, pairs, select, publish, train, evaluate)."),
+    runner: str = RunnerOption,
+    address: str = AddressOption,
+    shard_size: int = typer.Option(256, "--shard-size", min=1, help="Prompts per generation / scoring shard."),
+    catalog: str = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run a recipe: sources -> generate -> score -> pairs -> select -> publish -> train -> evaluate.
+
+    Finished stages are skipped (their artifacts are reused), so a re-run resumes where it stopped.
+    """
+    from curation.flows import prefect_env
+
+    if runner not in ("local", "dask", "ray"):
+        fail(f"unknown --runner {runner!r}; use local, dask or ray")
+    _check(recipe, until)
+    prefect_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from curation.flows.pipeline import run_flow
+    from curation.stages import StageError
+
+    try:
+        summary = run_flow(str(recipe), str(catalog_path(catalog)), until=until, runner=runner, address=address,
+                           shard_size=shard_size)
+    except StageError as exc:
+        fail(f"{exc}\n(finished stages are kept: run the same command again to resume)")
+    except RuntimeError as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(summary)
+    else:
+        print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"curate run {summary['recipe']}: {summary['seconds']:.0f}s, catalog {summary['catalog']}")
+    for col in ("stage", "rows in", "rows out", "cache", "model calls", "cache hits", "tokens", "time"):
+        table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
+    for s in summary["stages"]:
+        cache = "hit" if s["cached"] else "-"
+        if s["shards"]:
+            cache = f"{s['shards_cached']}/{s['shards']} shards"
+        table.add_row(s["stage"], str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
+                      str(s["tokens"]), f"{s['seconds']:.1f}s")
+    console.print(table)
+    for s in summary["stages"]:
+        if s["stage"] == "evaluate":
+            _print_metrics(s["detail"]["metrics"])
+    if summary.get("version"):
+        console.print(f"published [bold]{summary['version']}[/]")
+
+
+def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
+    """Before / after / control side by side, one row per metric."""
+    labels = list(metrics)
+    names = sorted({k for m in metrics.values() for k in m})
+    table = Table(title="evaluation on held-out data")
+    table.add_column("metric")
+    for label in labels:
+        table.add_column({"before": "base policy", "after": "trained on selection",
+                          "control": "trained on random pairs"}.get(label, label), justify="right")
+    for name in names:
+        table.add_row(name, *[f"{metrics[lab][name]:.3f}" if name in metrics[lab] else "-" for lab in labels])
+    console.print(table)
+
+
+@app.command()
+def deploy(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file"),
+    name: str = typer.Option(..., "--name", help="Deployment name, e.g. nightly"),
+    cron: str = typer.Option(None, "--cron", help='Cron schedule, e.g. "0 3 * * *"'),
+    until: str = typer.Option(None, "--until", help="Stop each run after this stage."),
+    pool: str = typer.Option(None, "--pool", help="Work pool whose workers run it (e.g. a process pool)."),
+    serve: bool = typer.Option(False, "--serve", help="Serve it from this process (blocks; Ctrl-C stops)."),
+    catalog: str = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Create a Prefect deployment that runs the recipe on a schedule (needs PREFECT_API_URL, or --serve)."""
+    from curation.flows import prefect_env
+
+    _check(recipe, until)
+    if pool and serve:
+        fail("--pool and --serve exclude each other: a work pool's workers run the flow, or this process does")
+    prefect_env()
+    from curation.flows.pipeline import deployment
+
+    dep = deployment(str(recipe), str(catalog_path(catalog)), name, cron, until=until, work_pool=pool)
+    if serve:
+        from prefect import serve as prefect_serve
+
+        err_console.print(f"serving deployment curate/{name}; Ctrl-C stops")
+        prefect_serve(dep)
+        return
+    try:
+        dep_id = dep.apply()
+    except Exception as exc:  # the API is unreachable or refuses
+        fail(f"could not create deployment curate/{name}: {exc} (is PREFECT_API_URL set to a running server?)")
+    info = {"deployment": f"curate/{name}", "id": str(dep_id), "cron": cron, "work_pool": pool,
+            "recipe": str(recipe.resolve()), "catalog": str(catalog_path(catalog).resolve())}
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"created deployment [bold]curate/{name}[/] ({cron or 'no schedule'})")
+        console.print(f"run its flow runs with: prefect worker start --pool {pool}" if pool
+                      else f"run its flow runs with: curate deploy {recipe} --name {name} --serve")

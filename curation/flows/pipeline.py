@@ -1,0 +1,202 @@
+"""The curation flow: the recipe's stages as Prefect tasks that pass artifact references.
+
+Tasks hand each other `ArtifactRef`s (path + fingerprint), never frames: Prefect keeps task
+results in memory and may persist them. Generation and scoring are mapped over shards of
+prompts on the flow's task runner (threads locally; a Dask or Ray cluster with `--runner`);
+every other stage runs in the flow's own process, so catalog writes stay in one process.
+Stage skipping is the stages' own fingerprint check, so Prefect's task cache is off.
+
+Import through `curation.flows.prefect_env()` first, so Prefect's home is the project's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from curation.flows import prefect_env
+
+prefect_env()
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NONE  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+
+from curation import stages  # noqa: E402
+from curation.recipe import load_recipe  # noqa: E402
+
+RUNNERS = ("local", "dask", "ray")
+TRANSIENT = (ConnectionError, TimeoutError, BrokenPipeError)
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what may pass on a second try: lost connections and timeouts, not bad input."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - we inspect, not handle
+        seen = exc
+        while seen is not None:
+            if isinstance(seen, TRANSIENT):
+                return True
+            seen = seen.__cause__ or seen.__context__
+    return False
+
+
+_TASK = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NONE, persist_result=False)
+
+
+@task(name="sources", **_TASK)
+def sources_task(recipe_path: str, ctx: stages.RunContext):
+    recipe = load_recipe(recipe_path)
+    stages.build_models(recipe)
+    return stages.run_sources(recipe, ctx)
+
+
+@task(name="plan-shards", **_TASK)
+def plan_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, shard_size: int):
+    return stages.plan_shards(stage, load_recipe(recipe_path), tables, ctx, shard_size)
+
+
+@task(name="shard", task_run_name="{shard.stage}-shard-{shard.index}", **_TASK)
+def shard_task(shard: stages.Shard, recipe_path: str, ctx: stages.RunContext):
+    return stages.run_shard(shard, load_recipe(recipe_path), ctx)
+
+
+@task(name="combine-shards", **_TASK)
+def combine_task(stage: str, shards: list, results: list, tables: stages.Tables, ctx: stages.RunContext):
+    return stages.combine_shards(stage, shards, [r for r, _ in results], [r for _, r in results], tables, ctx)
+
+
+@task(name="stage", task_run_name="{stage}", **_TASK)
+def stage_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, run: dict):
+    recipe = load_recipe(recipe_path)
+    if stage == "publish":
+        return stages.run_publish(recipe, tables, ctx, run=run)
+    return stages.STAGE_FUNCTIONS[stage](recipe, tables, ctx)
+
+
+@flow(name="curate", log_prints=True)
+def curate_flow(recipe_path: str, catalog: str, until: str | None = None, shard_size: int = 256) -> dict[str, Any]:
+    """Run one recipe end to end (or `until` a stage) against a catalog folder."""
+    logger = get_run_logger()
+    recipe = load_recipe(recipe_path)
+    ctx = stages.RunContext(str(Path(catalog).resolve()))
+    started = time.time()
+    run = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": started}
+    tables, report = sources_task(recipe_path, ctx)
+    reports = [report]
+    logger.info("sources: %d prompts%s", report.rows_out, " (cached)" if report.cached else "")
+    for stage in stages.stage_order(until)[1:]:
+        if not stages.applies(stage, recipe):
+            continue
+        if stage in stages.SHARDED:
+            shards = plan_task(stage, recipe_path, tables, ctx, shard_size)
+            logger.info("%s: %d shard(s) of up to %d prompts", stage, len(shards), shard_size)
+            futures = shard_task.map(shards, recipe_path=recipe_path, ctx=ctx)
+            results = []
+            for i, fut in enumerate(futures):
+                results.append(fut.result())
+                logger.info("%s: shard %d/%d done%s", stage, i + 1, len(shards), " (cached)" if results[-1][1].cached else "")
+            tables, report = combine_task(stage, shards, results, tables, ctx)
+        else:
+            run["stats"] = {r.stage: r.to_dict() for r in reports}
+            tables, report = stage_task(stage, recipe_path, tables, ctx, run)
+        reports.append(report)
+        logger.info("%s: %d in, %d out%s in %.1fs", stage, report.rows_in, report.rows_out,
+                    " (cached)" if report.cached else "", report.seconds)
+    version = stages.read_record(tables["publish"])["ref"] if "publish" in tables else None
+    return {
+        "recipe": recipe.name,
+        "catalog": ctx.catalog_root,
+        "version": version,
+        "seconds": time.time() - started,
+        "stages": [r.to_dict() for r in reports],
+        "artifacts": {k: v.to_dict() for k, v in tables.items()},
+    }
+
+
+# ---------------------------------------------------------------- task runners
+
+
+def task_runner(runner: str, address: str | None = None) -> Any:
+    """The Prefect task runner for `--runner`: threads, or an existing Dask / Ray cluster."""
+    if runner == "local":
+        return ThreadPoolTaskRunner(max_workers=1)  # one engine per process; shards in turn
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
+    if runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:
+            raise RuntimeError(
+                "--runner ray needs prefect-ray, which is not installed (pip install 'prefect-ray>=0.6,<0.7'); "
+                "--runner dask works out of the box"
+            ) from None
+        return RayTaskRunner(address=address or os.environ.get("RAY_ADDRESS"))
+    raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+
+
+@contextlib.contextmanager
+def shared_api(runner: str) -> Iterator[str | None]:
+    """Workers in other processes need one Prefect API: start the ephemeral server here if unset.
+
+    Without it every Dask or Ray worker would start its own temporary server on the same
+    database. The server's URL travels to the workers in the serialised settings context.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if runner == "local" or PREFECT_API_URL.value():
+        yield PREFECT_API_URL.value()
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    try:
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        server.stop()
+
+
+def run_flow(
+    recipe_path: str, catalog: str, *, until: str | None = None, runner: str = "local",
+    address: str | None = None, shard_size: int = 256,
+) -> dict[str, Any]:
+    """Run the flow with the chosen task runner; returns its summary."""
+    runner_obj = task_runner(runner, address)
+    with shared_api(runner):
+        return curate_flow.with_options(task_runner=runner_obj)(
+            recipe_path=str(Path(recipe_path).resolve()), catalog=str(Path(catalog).resolve()), until=until,
+            shard_size=shard_size,
+        )
+
+
+# ---------------------------------------------------------------- deployments
+
+
+def deployment(recipe_path: str, catalog: str, name: str, cron: str | None = None, *,
+               until: str | None = None, work_pool: str | None = None) -> Any:
+    """A Prefect deployment of the flow for one recipe and catalog, on a cron schedule."""
+    from prefect.deployments.runner import EntrypointType
+
+    kwargs: dict[str, Any] = dict(
+        name=name,
+        cron=cron,
+        parameters={"recipe_path": str(Path(recipe_path).resolve()), "catalog": str(Path(catalog).resolve()),
+                    "until": until},
+        description=f"curate run {recipe_path}",
+        tags=["curate"],
+    )
+    if work_pool:
+        kwargs.update(work_pool_name=work_pool, entrypoint_type=EntrypointType.MODULE_PATH)
+    return curate_flow.to_deployment(**kwargs)
