@@ -250,6 +250,15 @@ class Judge(Scorer):
         generator = with_structured_output(self.config.generator, self.config.structured_output, regex, json_schema)
         self.llm = LLMCalls(generator, owner=self.config.name)
 
+    @property
+    def generator(self) -> Any:
+        """The generation backend (built from `generator` on first use); assign one to reuse it."""
+        return self.llm.generator
+
+    @generator.setter
+    def generator(self, value: Any) -> None:
+        self.llm.generator = value
+
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
         return self.score_pairs(rows) if self.mode == "pairwise" else self.score_points(rows)

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from curation import schema
+from curation.generate.base import Completion, Generator
 
 
 def read_jsonl(path: Path, limit: int | None = None) -> list[dict]:
@@ -64,3 +65,27 @@ def pair_rows(pairs: list[dict]) -> pl.DataFrame:
 @pytest.fixture(scope="session")
 def hh_pairs(shared_data: Path) -> list[dict]:
     return read_jsonl(shared_data / "hh_rlhf_test.jsonl.gz", limit=12)
+
+
+class ScriptedJudge(Generator):
+    """Answers by a rule over the judge prompt it receives: deterministic and inspectable."""
+
+    def __init__(self, rule):
+        super().__init__({"backend": "scripted", "model": "rule"})
+        self.rule = rule
+        self.prompts: list[str] = []
+
+    def model_identity(self) -> str:
+        return "scripted"
+
+    def complete(self, requests, stats):
+        out = []
+        for req in requests:
+            prompt = req.messages[-1]["content"]
+            self.prompts.append(prompt)
+            out.append(Completion(text=self.rule(prompt), n_tokens=1))
+        return out
+
+
+def between(prompt: str, start: str, end: str) -> str:
+    return prompt.split(start, 1)[1].split(end, 1)[0].strip()

@@ -8,34 +8,10 @@ import re
 
 import pytest
 
-from curation.generate.base import Completion, GenerationError, Generator
+from curation.generate.base import GenerationError
 from curation.scorers import SCORERS
 
-from .conftest import pair_rows, read_jsonl
-
-
-class ScriptedJudge(Generator):
-    """Answers by a rule over the judge prompt it receives: deterministic and inspectable."""
-
-    def __init__(self, rule):
-        super().__init__({"backend": "scripted", "model": "rule"})
-        self.rule = rule
-        self.prompts: list[str] = []
-
-    def model_identity(self) -> str:
-        return "scripted"
-
-    def complete(self, requests, stats):
-        out = []
-        for req in requests:
-            prompt = req.messages[-1]["content"]
-            self.prompts.append(prompt)
-            out.append(Completion(text=self.rule(prompt), n_tokens=1))
-        return out
-
-
-def between(prompt: str, start: str, end: str) -> str:
-    return prompt.split(start, 1)[1].split(end, 1)[0].strip()
+from .conftest import ScriptedJudge, between, candidate_rows, pair_rows, read_jsonl
 
 
 def longer_wins(prompt: str) -> str:
@@ -57,9 +33,9 @@ def llmbar(shared_data):
 def test_both_orders_map_back_to_the_right_candidates(llmbar):
     pairs = [p for p in llmbar if len(p["chosen"]) != len(p["rejected"])][:8]
     j = judge()
-    j.llm.generator = ScriptedJudge(longer_wins)
+    j.generator = ScriptedJudge(longer_wins)
     out = j.score(pair_rows(pairs))
-    assert len(j.llm.generator.prompts) == 16  # two orders per pair
+    assert len(j.generator.prompts) == 16  # two orders per pair
     for p, row in zip(pairs, out.iter_rows(named=True)):
         detail = json.loads(row["detail"])
         first, second = detail["verdicts"]
@@ -76,7 +52,7 @@ def test_both_orders_map_back_to_the_right_candidates(llmbar):
 
 def test_a_position_biased_judge_is_caught(llmbar):
     j = judge()
-    j.llm.generator = ScriptedJudge(lambda prompt: "[[A]]")
+    j.generator = ScriptedJudge(lambda prompt: "[[A]]")
     out = j.score(pair_rows(llmbar[:5]))
     assert out.get_column("value").to_list() == [0.5] * 5
     for d in map(json.loads, out.get_column("detail")):
@@ -85,7 +61,7 @@ def test_a_position_biased_judge_is_caught(llmbar):
 
 def test_unparseable_replies_keep_the_raw_text(llmbar):
     j = judge()
-    j.llm.generator = ScriptedJudge(lambda prompt: "hmm, both are fine I guess")
+    j.generator = ScriptedJudge(lambda prompt: "hmm, both are fine I guess")
     out = j.score(pair_rows(llmbar[:2]))
     assert out.get_column("value").to_list() == [None, None]
     detail = json.loads(out.get_column("detail")[0])
@@ -95,11 +71,9 @@ def test_unparseable_replies_keep_the_raw_text(llmbar):
 
 def test_pointwise_aspects_are_averaged(llmbar):
     j = judge(mode="pointwise", aspects=["helpfulness", "honesty"])
-    j.llm.generator = ScriptedJudge(
+    j.generator = ScriptedJudge(
         lambda prompt: "Helpfulness: 8\nHonesty: 5" if "[Response]" in prompt else "?"
     )
-    from .conftest import candidate_rows
-
     out = j.score(candidate_rows(llmbar[:2]))
     assert out.get_column("value").to_list() == [6.5] * 4
     assert json.loads(out.get_column("detail")[0])["aspects"] == {"helpfulness": 8.0, "honesty": 5.0}
@@ -138,8 +112,6 @@ def test_against_the_real_vllm_server(tiny_chat, llmbar):
             assert (v["verdict"] is None) == (v["parsed"] == "unparseable")
         if row["value"] is None:
             assert "unparseable judge reply" in row["error"]
-
-    from .conftest import candidate_rows
 
     rated = judge(mode="pointwise", generator=gen, structured_output="vllm").score(candidate_rows(short[:2]))
     assert rated.get_column("value").null_count() == 0
