@@ -69,6 +69,7 @@ class VllmServer:
             "--port", str(self.port),
             "--max-model-len", str(self.max_model_len),
             "--enforce-eager",
+            "--no-enable-chunked-prefill",  # the CPU build crashes on seeded requests with split prefills
             *self.extra_args,
         ]  # fmt: skip
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}

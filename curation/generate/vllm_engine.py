@@ -118,6 +118,12 @@ class VLLMGenerator(Generator):
             args["gpu_memory_utilization"] = c.gpu_memory_utilization
         if c.enforce_eager:
             args["enforce_eager"] = True
+        import torch
+
+        if not torch.cuda.is_available():
+            # vLLM's CPU build crashes on a seeded request whose prefill is split across steps
+            # ("CPU Generator does not use offset"): schedule every prompt whole.
+            args["enable_chunked_prefill"] = False
         return {**args, **c.engine_args}
 
     def prepare(self, requests: list[Request]) -> None:

@@ -36,9 +36,9 @@ def test_n_candidates_per_prompt_with_provenance(tiny_chat):
 
 def test_same_seed_same_text_other_seed_other_text(tiny_chat):
     prompts = make_prompts(["What is 2+2?", "Name a colour."])
-    a = _gen(tiny_chat).generate(prompts)
-    b = _gen(tiny_chat).generate(prompts)
-    c = _gen(tiny_chat, sampling={"seed": 6}).generate(prompts)
+    a = _gen(tiny_chat, n=2).generate(prompts)
+    b = _gen(tiny_chat, n=2).generate(prompts)
+    c = _gen(tiny_chat, n=2, sampling={"seed": 6}).generate(prompts)
     assert a.select("candidate_id", "text").equals(b.select("candidate_id", "text"))
     assert set(a["candidate_id"]).isdisjoint(c["candidate_id"])
     assert a["text"].to_list() != c["text"].to_list()
