@@ -26,7 +26,7 @@ __all__ = ["GENERATORS", "GenerationError", "GenerationStats", "Generator", "Gen
 def build_generator(config: GeneratorConfig | dict[str, Any]) -> Generator:
     """The backend named by `config.backend`, its config validated against that backend's fields."""
     if isinstance(config, GeneratorConfig):
-        config = config.model_dump(exclude_unset=True) | {"backend": config.backend}
+        return GENERATORS.get(config.backend)(config)  # type: ignore[no-any-return]
     if "backend" not in config:
         raise GenerationError("generation config needs a `backend`; known: " + ", ".join(GENERATORS.names()))
     return GENERATORS.build(config["backend"], dict(config))

@@ -149,9 +149,9 @@ class Generator(Component):
     def __init__(self, config: ComponentConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
         if isinstance(config, dict):
             config = self.Config(**config)
-        elif config is not None and type(config) is not self.Config:
-            # a base GeneratorConfig (or another backend's) re-validated against this backend's fields
-            config = self.Config(**config.model_dump(exclude_unset=True))
+        elif config is not None and not isinstance(config, self.Config):
+            # a base GeneratorConfig, re-validated against this backend's fields
+            config = self.Config(**config.model_dump())
         super().__init__(config, **kwargs)
         self.last_stats: GenerationStats | None = None
 

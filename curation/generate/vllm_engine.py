@@ -171,13 +171,16 @@ class VLLMGenerator(Generator):
 
 def _seed_runs(requests: list[Request]) -> list[list[int]]:
     """Indices grouped into runs that one n-sample request reproduces: same prompt and
-    sampling, consecutive seeds."""
+    sampling, consecutive seeds (greedy requests stay single)."""
     by_prompt: dict[str, list[int]] = {}
     for i, r in enumerate(requests):
         key = json.dumps([r.prompt_token_ids, r.sampling.model_dump(mode="json")])
         by_prompt.setdefault(key, []).append(i)
     runs: list[list[int]] = []
     for indices in by_prompt.values():
+        if requests[indices[0]].sampling.temperature == 0:  # vLLM allows greedy requests only with n=1
+            runs += [[i] for i in indices]
+            continue
         indices.sort(key=lambda i: requests[i].seed)
         run = [indices[0]]
         for i in indices[1:]:

@@ -75,6 +75,12 @@ def test_same_seed_same_text_and_samples_one_by_one(first_run, vllm_config):
     assert other.sort(key)["text"].to_list() != cands.sort(key)["text"].to_list()
 
 
+def test_greedy_samples(vllm_config):
+    cands = GENERATORS.build("vllm", vllm_config(n=2, sampling={"temperature": 0.0})).generate(make_prompts(PROMPTS[:2]))
+    assert cands["error"].null_count() == 4
+    assert cands.group_by("prompt_id").agg(pl.col("text").n_unique())["text"].to_list() == [1, 1]
+
+
 def test_stop_strings(vllm_config):
     cands = GENERATORS.build("vllm", vllm_config(n=4, sampling={"stop": [" "]})).generate(make_prompts(PROMPTS))
     assert cands.filter(pl.col("finish_reason") == "stop").height > 0
