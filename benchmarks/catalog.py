@@ -5,8 +5,6 @@ allocations are also traced (tracemalloc) where they matter. Results: benchmarks
 
     python -m benchmarks.catalog [--pairs 1000000] [--versions 1000] [--keep DIR]
 
-(run as a module from the repository root: a script run puts benchmarks/ first on sys.path, where
-benchmarks/selectors.py shadows the standard library module `selectors`)
 """
 
 from __future__ import annotations

@@ -13,19 +13,14 @@ Default model: the tiny offline chat model from curation.testing (on a GPU, pass
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-# Running this file puts benchmarks/ first on sys.path, where benchmarks/selectors.py would shadow
-# the standard library's `selectors` (which subprocess and asyncio import).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
+import argparse
+import gzip
+import json
+import platform
+import tempfile
+import time
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "generate.json"

@@ -17,16 +17,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# benchmarks/selectors.py sits beside this script and would shadow the standard library's
-# `selectors` (imported by subprocess, asyncio): drop the script's folder from the path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import gzip  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import argparse
+import gzip
+import json
+import logging
+import platform
+import time
 
 import numpy as np
 import polars as pl
@@ -34,12 +30,12 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation import schema  # noqa: E402
-from curation.select import apply_selectors  # noqa: E402
-from curation.selectors import SELECTORS  # noqa: E402
-from curation.selectors.base import SelectionContext, SelectionError, minilm_embed, prompt_texts  # noqa: E402
-from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head, last_user_turns, pair_embeddings  # noqa: E402
-from curation.selectors.noise import apply_flips  # noqa: E402
+from curation import schema
+from curation.select import apply_selectors
+from curation.selectors import SELECTORS
+from curation.selectors.base import SelectionContext, SelectionError, minilm_embed, prompt_texts
+from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head, last_user_turns, pair_embeddings
+from curation.selectors.noise import apply_flips
 
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "quality.json"

@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from curation.registry import ComponentConfig, ExistingPath, OutputPath, UnknownComponent
+from curation.registry import ComponentConfig, OutputPath, UnknownComponent
 
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STAGES = ("sources", "generate", "score", "pairs", "select", "publish", "train", "evaluate")

@@ -55,3 +55,14 @@ def tiny_rm(session_dir: Path) -> Path:
     from curation.testing import tiny_reward_model
 
     return tiny_reward_model(session_dir / "models" / "rm")
+
+
+@pytest.fixture()
+def recipe_dir(tmp_path: Path, tiny_chat: Path, tiny_rm: Path, shared_data: Path) -> Path:
+    """A folder with models/policy, models/rm and data/hh.jsonl.gz, for recipes to point at."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "policy").symlink_to(tiny_chat)
+    (tmp_path / "models" / "rm").symlink_to(tiny_rm)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hh.jsonl.gz").symlink_to(shared_data / "hh_rlhf_test.jsonl.gz")
+    return tmp_path

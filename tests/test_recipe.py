@@ -6,16 +6,6 @@ import pytest
 from curation.recipe import RecipeError, load_recipe
 
 
-@pytest.fixture()
-def recipe_dir(tmp_path: Path, tiny_chat: Path, tiny_rm: Path, shared_data: Path) -> Path:
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "policy").symlink_to(tiny_chat)
-    (tmp_path / "models" / "rm").symlink_to(tiny_rm)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "hh.jsonl.gz").symlink_to(shared_data / "hh_rlhf_test.jsonl.gz")
-    return tmp_path
-
-
 EXAMPLE = """\
 name: hh-curated
 sources:

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from curation.selectors import SELECTORS
-from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+from curation.selectors.base import SelectionContext, SelectionError, Selector, decisions
 
 
 def random_indices(n: int, size: int, seed: int) -> np.ndarray:

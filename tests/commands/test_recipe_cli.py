@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.test_recipe import EXAMPLE, recipe_dir, write  # noqa: F401  (fixture re-use)
+from tests.test_recipe import EXAMPLE, write
 
 
 def curate(*args: str) -> subprocess.CompletedProcess:

@@ -14,20 +14,16 @@ activeft is benchmark-only, not a project dependency. Install it into the venv w
 (it imports only torch, numpy and faiss, which the project already has; never let pip pull
 another torch). Without it the SIFT comparison is skipped and says so.
 
-Usage:  python benchmarks/selectors.py            # n = 1,000,000
-        python benchmarks/selectors.py --quick    # n = 50,000, smaller side-by-sides
-        python benchmarks/selectors.py --only mig sift
-Writes benchmarks/results/selectors.json.
+Usage:  python benchmarks/selection.py            # n = 1,000,000
+        python benchmarks/selection.py --quick    # n = 50,000, smaller side-by-sides
+        python benchmarks/selection.py --only mig sift
+Writes benchmarks/results/selection.json.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-# This file's folder is sys.path[0] when run as a script, and its name would shadow the
-# standard library's `selectors` (which subprocess and multiprocessing import).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
@@ -274,7 +270,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--quick", action="store_true", help="n = 50,000 and smaller side-by-sides")
     ap.add_argument("--only", nargs="*", default=None)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "selectors.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "selection.json"))
     args = ap.parse_args()
     n = 50_000 if args.quick else args.n
     side = 20_000 if args.quick else 100_000
