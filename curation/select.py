@@ -226,4 +226,5 @@ def _step_report(
         "budget": budget,
         "selection": subset_metrics(step_pool, kept, clusters),
         "random_control": subset_metrics(step_pool, control, clusters),
+        "selector": getattr(selector, "report", None),  # its own summary (e.g. MIG's label source)
     }

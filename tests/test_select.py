@@ -98,7 +98,7 @@ def test_flips_from_a_noise_step_reach_the_next_step():
     )
     ctx = SelectionContext("pair_id", scores)
     negative = int((pool["margin"] < 0).sum())
-    res = apply_selectors(pool, [{"kind": "noise", "method": "confidence", "scorers": ["rm"], "action": "flip"},
+    res = apply_selectors(pool, [{"kind": "noise", "method": "confidence", "scores": ["rm"], "action": "flip"},
                                  {"kind": "top_k", "budget": 40}], ctx)
     first = res.report["steps"][0]
     assert first["flipped"] == negative and first["kept"] == 40
@@ -149,3 +149,17 @@ def test_deterministic_for_a_seed():
     a = apply_selectors(pool, steps, embed=None)
     b = apply_selectors(pool, steps, embed=None)
     assert a.decisions.equals(b.decisions) and a.report == b.report
+
+
+def test_a_selectors_own_summary_reaches_the_step_report():
+    pool = make_pool().with_columns(pl.Series("tags", [[f"t{i % 4}"] for i in range(120)]))
+
+    def any_text_embed(texts):  # tag strings and prompts alike: one random unit vector per text
+        vecs = [np.random.default_rng(sum(map(ord, t))).normal(size=16) for t in texts]
+        return np.stack([v / np.linalg.norm(v) for v in vecs]).astype(np.float32)
+
+    steps = [{"kind": "mig", "budget": 12, "labels": "tags", "threshold": 1.1}]
+    res = apply_selectors(pool, steps, embed=any_text_embed)
+    [step] = res.report["steps"]
+    assert step["selector"]["label_source"] == "tags"
+    assert step["kept"] == 12

@@ -10,7 +10,7 @@ Methods (how strength μ, spread σ and the flagged set are computed):
 - `consistency`: several scorers; flagged when fewer than `min_agree` (default: all) agree
   with the label's direction.
 - `confident_learning`: cleanlab's `find_label_issues` on out-of-sample P(chosen ≻ rejected)
-  (from `scorers` if named, else the cross-fitted heads); each pair is shown in a random order
+  (from `scores` if named, else the cross-fitted heads); each pair is shown in a random order
   so both classes exist.
 
 Actions on flagged pairs: `drop` (reason `noisy_label`), `flip` (kept, `flip` = true, reason
@@ -45,7 +45,7 @@ class NoiseFilter(Selector):
     class Config(SelectorConfig):
         method: Method = "bt_heads"
         action: Literal["drop", "flip", "soft", "margin"] = "drop"
-        scorers: list[str] = Field(default_factory=list)
+        scores: list[str] = Field(default_factory=list, description="names of the scorers whose margins are compared")
         heads: int = Field(5, ge=1)
         folds: int = Field(5, ge=2)
         l2: float = Field(1.0, gt=0)
@@ -61,22 +61,22 @@ class NoiseFilter(Selector):
         c = self.config
         if c.budget is not None:
             raise SelectionError(f"{context.stage}: noise has no budget; it flags by threshold (remove `budget`)")
-        if c.method in ("ensemble", "consistency") and len(c.scorers) < 2:
-            raise SelectionError(f"{context.stage}: method {c.method!r} needs at least two `scorers`, got {c.scorers}")
-        if c.method == "confidence" and len(c.scorers) > 1:
-            raise SelectionError(f"{context.stage}: method 'confidence' takes one scorer, got {c.scorers}")
-        if c.min_agree is not None and c.min_agree > len(c.scorers):
-            raise SelectionError(f"{context.stage}: min_agree={c.min_agree} exceeds the {len(c.scorers)} scorers")
+        if c.method in ("ensemble", "consistency") and len(c.scores) < 2:
+            raise SelectionError(f"{context.stage}: method {c.method!r} needs at least two `scores`, got {c.scores}")
+        if c.method == "confidence" and len(c.scores) > 1:
+            raise SelectionError(f"{context.stage}: method 'confidence' takes one scorer, got {c.scores}")
+        if c.min_agree is not None and c.min_agree > len(c.scores):
+            raise SelectionError(f"{context.stage}: min_agree={c.min_agree} exceeds the {len(c.scores)} scorers")
 
     def strength(self, pool: pl.DataFrame, context: SelectionContext) -> dict[str, np.ndarray]:
         """μ, σ, p (P(label right)) and the flagged mask for every pair (before any action)."""
         self._check(pool, context)
         c = self.config
         n = pool.height
-        if c.method in ("ensemble", "consistency") or (c.method == "confident_learning" and c.scorers):
-            margins = np.column_stack([context.margins(pool, s) for s in c.scorers])
+        if c.method in ("ensemble", "consistency") or (c.method == "confident_learning" and c.scores):
+            margins = np.column_stack([context.margins(pool, s) for s in c.scores])
         elif c.method == "confidence":
-            margins = context.margins(pool, c.scorers[0] if c.scorers else None)[:, None]
+            margins = context.margins(pool, c.scores[0] if c.scores else None)[:, None]
         else:
             margins = self._head_margins(pool, context)
         mu = margins.mean(axis=1)

@@ -75,10 +75,10 @@ def precision_recall(found: np.ndarray, truth: np.ndarray) -> tuple[float, float
 @pytest.mark.parametrize(
     "config",
     [
-        {"method": "confidence", "scorers": ["true"]},
-        {"method": "ensemble", "scorers": ["true", "noisy"]},
-        {"method": "consistency", "scorers": ["true", "noisy"]},
-        {"method": "confident_learning", "scorers": ["true", "noisy"]},
+        {"method": "confidence", "scores": ["true"]},
+        {"method": "ensemble", "scores": ["true", "noisy"]},
+        {"method": "consistency", "scores": ["true", "noisy"]},
+        {"method": "confident_learning", "scores": ["true", "noisy"]},
     ],
     ids=lambda c: c["method"],
 )
@@ -110,7 +110,7 @@ def test_cross_fitting_never_scores_a_pair_with_a_head_that_saw_it():
 
 def test_flip_makes_every_strength_non_negative():
     pool, scores, truth, _ = synthetic(n_pairs=200, n_prompts=40, seed=3)
-    cfg = {"method": "ensemble", "scorers": ["true", "noisy"], "action": "flip"}
+    cfg = {"method": "ensemble", "scores": ["true", "noisy"], "action": "flip"}
     d = run(cfg, pool, scores)
     assert d["kept"].all() and d.height == pool.height  # flip preserves size
     after = run(cfg, apply_flips(pool, d), scores)
@@ -122,7 +122,7 @@ def test_flip_makes_every_strength_non_negative():
 def test_identical_scorers_have_zero_spread():
     pool, scores, _, _ = synthetic(n_pairs=50, n_prompts=10)
     twin = scores.filter(pl.col("scorer") == "true").with_columns(scorer=pl.lit("twin"))
-    d = run({"method": "ensemble", "scorers": ["true", "twin"]}, pool, pl.concat([scores, twin]))
+    d = run({"method": "ensemble", "scores": ["true", "twin"]}, pool, pl.concat([scores, twin]))
     sigmas = np.array([json.loads(x)["sigma"] for x in d["detail"].to_list()])
     assert np.all(sigmas == 0.0)
 
@@ -136,9 +136,9 @@ def test_drop_never_grows_flip_preserves_and_flip_twice_is_identity(values):
                      "chosen": f"C{i}", "rejected": f"R{i}", "margin": a - b, "prompt": schema.user_prompt("q")})
         scores += [{"target_id": f"c{i}", "scorer": "rm", "value": a}, {"target_id": f"r{i}", "scorer": "rm", "value": b}]
     pool, table = pl.DataFrame(rows), schema.frame(scores, "scores")
-    dropped = run({"method": "confidence", "scorers": ["rm"], "action": "drop"}, pool, table)
+    dropped = run({"method": "confidence", "scores": ["rm"], "action": "drop"}, pool, table)
     assert dropped.height == pool.height and dropped["kept"].sum() <= pool.height
-    flipped = run({"method": "confidence", "scorers": ["rm"], "action": "flip"}, pool, table)
+    flipped = run({"method": "confidence", "scores": ["rm"], "action": "flip"}, pool, table)
     assert flipped["kept"].all()
     assert apply_flips(apply_flips(pool, flipped), flipped).equals(pool)
     # the dropped set is exactly the flipped set
@@ -147,7 +147,7 @@ def test_drop_never_grows_flip_preserves_and_flip_twice_is_identity(values):
 
 def test_soft_action_flips_flagged_and_smooths_the_ambiguous_quartile():
     pool, scores, _, _ = synthetic(n_pairs=200, n_prompts=40, seed=5)
-    d = run({"method": "confidence", "scorers": ["noisy"], "action": "soft", "epsilon": 0.1}, pool, scores)
+    d = run({"method": "confidence", "scores": ["noisy"], "action": "soft", "epsilon": 0.1}, pool, scores)
     det = [json.loads(x) for x in d["detail"].to_list()]
     mu = np.array([x["mu"] for x in det])
     cut = np.quantile(mu, 0.25)
@@ -164,7 +164,7 @@ def test_soft_action_flips_flagged_and_smooths_the_ambiguous_quartile():
 
 def test_margin_action_attaches_the_strength():
     pool, scores, _, _ = synthetic(n_pairs=40, n_prompts=10)
-    d = run({"method": "ensemble", "scorers": ["true", "noisy"], "action": "margin"}, pool, scores)
+    d = run({"method": "ensemble", "scores": ["true", "noisy"], "action": "margin"}, pool, scores)
     det = [json.loads(x) for x in d["detail"].to_list()]
     assert d["kept"].all() and all(x["adaptive_margin"] == x["mu"] for x in det)
 
@@ -179,20 +179,20 @@ def test_default_margin_column_is_used_by_confidence_without_scorer():
 def test_bad_input_is_refused_before_work():
     pool, scores, _, embed = synthetic(n_pairs=20, n_prompts=3)
     with pytest.raises(SelectionError, match=r"'missing'.*present: noisy, true"):
-        run({"method": "ensemble", "scorers": ["true", "missing"]}, pool, scores)
-    with pytest.raises(SelectionError, match="at least two `scorers`"):
-        run({"method": "ensemble", "scorers": ["true"]}, pool, scores)
+        run({"method": "ensemble", "scores": ["true", "missing"]}, pool, scores)
+    with pytest.raises(SelectionError, match="at least two `scores`"):
+        run({"method": "ensemble", "scores": ["true"]}, pool, scores)
     with pytest.raises(SelectionError, match="at least 5 distinct prompts"):
         run({"method": "bt_heads"}, pool, scores, embed=lambda t: pytest.fail("embedded before the check"))
     with pytest.raises(SelectionError, match="no embedder"):
         run({"method": "bt_heads", "folds": 3}, pool, scores)
     nan = scores.with_columns(value=pl.when(pl.col("target_id") == pool["chosen_id"][0]).then(float("nan")).otherwise(pl.col("value")))
     with pytest.raises(SelectionError, match="non-finite"):
-        run({"method": "confidence", "scorers": ["true"]}, pool, nan)
+        run({"method": "confidence", "scores": ["true"]}, pool, nan)
     with pytest.raises(SelectionError, match="empty"):
-        run({"method": "confidence", "scorers": ["true"]}, pool.head(0), scores)
+        run({"method": "confidence", "scores": ["true"]}, pool.head(0), scores)
     with pytest.raises(SelectionError, match="no budget"):
-        run({"method": "confidence", "scorers": ["true"], "budget": 5}, pool, scores)
+        run({"method": "confidence", "scores": ["true"], "budget": 5}, pool, scores)
 
 
 def test_deterministic_for_a_seed():
