@@ -1,8 +1,8 @@
 """LLM-as-a-judge through any generation backend: pointwise ratings and pairwise verdicts.
 
-Pointwise: a 1..scale rating with a rationale, or one rating per aspect (UltraFeedback style:
+Pointwise (kind `judge`): a 1..scale rating with a rationale, or one rating per aspect (UltraFeedback style:
 helpfulness, honesty, instruction_following, truthfulness, ...) averaged into the value.
-Pairwise: every pair is judged in BOTH orders (chosen shown first, then rejected first); each
+Pairwise (kind `pairwise_judge`): every pair is judged in BOTH orders (chosen shown first, then rejected first); each
 verdict's letter is mapped back to a candidate id for the order it was given in, and the value is
 the share of verdicts preferring the pair's chosen side (ties count 1/2): 1.0 both orders agree
 with the label, 0.0 both disagree, 0.5 the judge contradicted itself. `detail` keeps both
@@ -14,7 +14,7 @@ a reply that cannot be read gives a null value with the raw reply kept.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -195,7 +195,6 @@ def order_ids(order: str, chosen_id: str, rejected_id: str) -> tuple[str, str]:
 
 class JudgeConfig(ScorerConfig):
     generator: dict[str, Any] = Field(description="generation backend config, e.g. {backend: openai, model: ..., base_url: ...}")
-    mode: Literal["pointwise", "pairwise"] = "pointwise"
     scale: int = Field(10, ge=2, le=100)
     aspects: list[str] = Field(default_factory=list, description="pointwise: rate each aspect, value = their mean")
     criteria: str | None = Field(None, description="extra instructions for pointwise rating")
@@ -213,12 +212,12 @@ class JudgeConfig(ScorerConfig):
         with_structured_output(self.generator, self.structured_output, "", {})
         return self
 
-    def reply_format(self) -> tuple[str, dict[str, Any]]:
-        """(regex, JSON schema) of the reply this judge asks for."""
+    def reply_format(self, mode: str) -> tuple[str, dict[str, Any]]:
+        """(regex, JSON schema) of the reply a judge in `mode` asks for."""
         rating = number_alternation(1, self.scale)
         rating_schema = {"type": "integer", "minimum": 1, "maximum": self.scale}
         rationale_schema = {"type": "string", "maxLength": 300}
-        if self.mode == "pairwise":
+        if mode == "pairwise":
             regex = r'\{' + RATIONALE + r', "winner": "(A|B|tie)"\}'
             props: dict[str, Any] = {"rationale": rationale_schema, "winner": {"type": "string", "enum": ["A", "B", "tie"]}}
         elif self.aspects:
@@ -240,13 +239,14 @@ class JudgeConfig(ScorerConfig):
 
 @SCORERS.register("judge")
 class Judge(Scorer):
+    """Pointwise: value = the rating (1..scale), or the mean of the aspect ratings."""
+
     Config = JudgeConfig
     config: JudgeConfig
 
     def __init__(self, config: JudgeConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
-        self.mode = self.config.mode  # type: ignore[misc]
-        regex, json_schema = self.config.reply_format()
+        regex, json_schema = self.config.reply_format(self.mode)
         generator = with_structured_output(self.config.generator, self.config.structured_output, regex, json_schema)
         self.llm = LLMCalls(generator, owner=self.config.name)
 
@@ -387,3 +387,10 @@ class Judge(Scorer):
         detail = {"verdicts": verdicts, "agreement": agreement, "position_bias": position_bias}
         value = sum(prefs) / len(prefs) if prefs else None
         return self.result(row["pair_id"], value, detail, "; ".join(errors) if value is None else None)
+
+
+@SCORERS.register("pairwise_judge")
+class PairwiseJudge(Judge):
+    """Pairwise, both orders: value = share of verdicts preferring the pair's chosen side."""
+
+    mode = "pairwise"

@@ -2,8 +2,8 @@
 
 A rubric is a short list of criteria, each a hard rule (an explicit requirement of the prompt;
 failing one fails the response) or a principle (a quality that makes a response better), with a
-weight. Pointwise: one rubric per prompt, written from the prompt alone, shared by all its
-candidates. Pairwise: the rubric is written contrastively from the pair (what the preferred
+weight. Pointwise (kind `rubric`): one rubric per prompt, written from the prompt alone, shared by all its
+candidates. Pairwise (kind `pairwise_rubric`): the rubric is written contrastively from the pair (what the preferred
 response does that the other does not) and kept only when grading with it prefers the labelled
 chosen response; otherwise it is regenerated, up to `attempts` times, and the row fails if none
 is consistent. Value: pointwise, the weighted total in [0, 1]; pairwise, 0.5 + (total(chosen) -
@@ -14,7 +14,7 @@ every per-criterion score.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
@@ -136,7 +136,6 @@ def total(criteria: list[dict[str, Any]], scores: list[float], gate: bool) -> fl
 
 class RubricConfig(ScorerConfig):
     generator: dict[str, Any] = Field(description="generation backend config that writes and grades rubrics")
-    mode: Literal["pointwise", "pairwise"] = "pointwise"
     max_criteria: int = Field(6, ge=1, le=20)
     contrastive: bool = Field(True, description="pairwise: write the rubric from the pair and keep it only if consistent with the label")
     attempts: int = Field(2, ge=1, le=5)
@@ -156,12 +155,13 @@ class RubricConfig(ScorerConfig):
 
 @SCORERS.register("rubric")
 class Rubric(Scorer):
+    """Pointwise: value = the weighted rubric total in [0, 1]."""
+
     Config = RubricConfig
     config: RubricConfig
 
     def __init__(self, config: RubricConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
-        self.mode = self.config.mode  # type: ignore[misc]
         c = self.config
         k = c.max_criteria
         item = r'\{"criterion": "[^"\\\n]{5,120}", "type": "(hard_rule|principle)", "weight": [1-5]\}'
@@ -353,3 +353,10 @@ class Rubric(Scorer):
             why = last.get("error") or "no rubric consistent with the label"
             results[i] = self.result(records[i]["pair_id"], None, {"attempts": attempts[i]}, why)
         return self.frame(results[i] for i in range(len(records)))
+
+
+@SCORERS.register("pairwise_rubric")
+class PairwiseRubric(Rubric):
+    """Pairwise: value = 0.5 + (total(chosen) - total(rejected)) / 2, with label-consistent rubrics."""
+
+    mode = "pairwise"

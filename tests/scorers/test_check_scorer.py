@@ -37,13 +37,13 @@ def test_length_heuristic_reproduces_the_readme_baseline(shared_data, subset, re
 
 def test_pairwise_judge_position_consistency(shared_data):
     path = shared_data / "llmbar.jsonl.gz"
-    fair = SCORERS.build("judge", {"name": "j", "kind": "judge", "mode": "pairwise", "generator": {"backend": "openai", "model": "m"}})
+    fair = SCORERS.build("pairwise_judge", {"name": "j", "kind": "pairwise_judge", "generator": {"backend": "openai", "model": "m"}})
     fair.generator = ScriptedJudge(longer_wins)
     report = check_scorer(fair, path, where={"subset": "CaseStudy/Normal"})
     raw = [r for r in read_jsonl(path) if r["subset"] == "CaseStudy/Normal"]
     assert report.position_consistency == 1.0
     assert report.agreement == pytest.approx(longer_is_better_by_hand(raw))  # a length judge is a length heuristic
-    biased = SCORERS.build("judge", {"name": "j", "kind": "judge", "mode": "pairwise", "generator": {"backend": "openai", "model": "m"}})
+    biased = SCORERS.build("pairwise_judge", {"name": "j", "kind": "pairwise_judge", "generator": {"backend": "openai", "model": "m"}})
     biased.generator = ScriptedJudge(lambda prompt: "[[A]]")
     report = check_scorer(biased, path, limit=10)
     assert report.position_consistency == 0.0 and report.agreement == 0.5 and report.pairs == 10

@@ -20,9 +20,9 @@ def longer_wins(prompt: str) -> str:
     return json.dumps({"rationale": "longer", "winner": "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie"})
 
 
-def judge(**kw):
-    cfg = {"name": "judge", "kind": "judge", "mode": "pairwise", "generator": {"backend": "openai", "model": "m"}}
-    return SCORERS.build("judge", {**cfg, **kw})
+def judge(kind="pairwise_judge", **kw):
+    cfg = {"name": "judge", "kind": kind, "generator": {"backend": "openai", "model": "m"}}
+    return SCORERS.build(kind, {**cfg, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_unparseable_replies_keep_the_raw_text(llmbar):
 
 
 def test_pointwise_aspects_are_averaged(llmbar):
-    j = judge(mode="pointwise", aspects=["helpfulness", "honesty"])
+    j = judge(kind="judge", aspects=["helpfulness", "honesty"])
     j.generator = ScriptedJudge(
         lambda prompt: "Helpfulness: 8\nHonesty: 5" if "[Response]" in prompt else "?"
     )
@@ -113,7 +113,7 @@ def test_against_the_real_vllm_server(tiny_chat, llmbar):
         if row["value"] is None:
             assert "unparseable judge reply" in row["error"]
 
-    rated = judge(mode="pointwise", generator=gen, structured_output="vllm").score(candidate_rows(short[:2]))
+    rated = judge(kind="judge", generator=gen, structured_output="vllm").score(candidate_rows(short[:2]))
     assert rated.get_column("value").null_count() == 0
     assert all(1 <= v <= 10 for v in rated.get_column("value"))
     assert all(re.search(r'"rating"', json.loads(d)["raw"]) for d in rated.get_column("detail"))

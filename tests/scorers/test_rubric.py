@@ -32,9 +32,9 @@ def grading_rule(style="lines"):
     return rule
 
 
-def rubric(**kw):
-    cfg = {"name": "rubric", "kind": "rubric", "generator": {"backend": "openai", "model": "m"}}
-    return SCORERS.build("rubric", {**cfg, **kw})
+def rubric(kind="rubric", **kw):
+    cfg = {"name": "rubric", "kind": kind, "generator": {"backend": "openai", "model": "m"}}
+    return SCORERS.build(kind, {**cfg, **kw})
 
 
 def rows(texts, prompts=None):
@@ -87,7 +87,7 @@ def test_pairwise_contrastive_keeps_only_label_consistent_rubrics():
         {"messages": [{"role": "user", "content": "Ask for bread"}], "chosen": "Bread, please.", "rejected": "No.", "id": "1"},
         {"messages": [{"role": "user", "content": "Say no"}], "chosen": "No.", "rejected": "Bread please", "id": "2"},
     ]
-    scorer = rubric(mode="pairwise", attempts=2)
+    scorer = rubric(kind="pairwise_rubric", attempts=2)
     scorer.generator = ScriptedJudge(grading_rule())
     out = scorer.score(pair_rows(pairs))
     v = out.get_column("value").to_list()
@@ -122,7 +122,7 @@ def test_rubrics_with_the_real_vllm_server(tiny_chat, shared_data):
         detail = json.loads(row["detail"])
         assert row["value"] is not None and 0 <= row["value"] <= 1, (row["error"], row["detail"][:600])
         assert 1 <= len(detail["criteria"]) <= 3 and all(0 <= c["score"] <= 10 for c in detail["criteria"])
-    pairwise = rubric(generator=gen, structured_output="vllm", max_criteria=3, mode="pairwise").score(pair_rows(short))
+    pairwise = rubric(generator=gen, structured_output="vllm", max_criteria=3, kind="pairwise_rubric").score(pair_rows(short))
     for row in pairwise.iter_rows(named=True):
         if row["value"] is None:
             assert row["error"] == "no rubric consistent with the label"
