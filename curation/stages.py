@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -125,7 +126,42 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------- models the recipe builds
+# ---------------------------------------------------------------- paths and models
+
+
+_PATH_FIELDS = ("model", "reference_model", "prompts", "pairs")
+
+
+def _resolve_fields(config: Any, base: Path) -> Any:
+    """A copy of `config` whose relative path fields that exist beside the recipe are absolute."""
+    if config is None:
+        return None
+    update = {}
+    for name in _PATH_FIELDS:
+        value = getattr(config, name, None)
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            candidate = base / Path(value).expanduser()
+            if candidate.exists():
+                update[name] = str(candidate.resolve())
+    return config.model_copy(update=update) if update else config
+
+
+def resolve_paths(recipe: Recipe) -> Recipe:
+    """Model and data paths inside component sections, made relative to the recipe's folder."""
+    base = recipe.base_dir
+    return recipe.model_copy(update={
+        "generate": _resolve_fields(recipe.generate, base),
+        "score": [_resolve_fields(s, base) for s in recipe.score],
+        "train": _resolve_fields(recipe.train, base),
+        "evaluate": _resolve_fields(recipe.evaluate, base),
+    })
+
+
+def load(recipe_path: str | os.PathLike) -> Recipe:
+    """Load and validate a recipe, paths resolved: what every stage works from."""
+    from curation.recipe import load_recipe
+
+    return resolve_paths(load_recipe(recipe_path))
 
 
 def build_models(recipe: Recipe) -> list[str]:
@@ -151,7 +187,9 @@ def run_sources(recipe: Recipe, ctx: RunContext) -> tuple[Tables, StageReport]:
     for s in recipe.sources:
         spec = s.model_dump(mode="json")
         p = Path(s.path) if s.path else None
-        ids.append([spec, _file_digest(p) if p is not None and p.is_file() else None])
+        if p is not None and p.is_file():  # a file is its content: moving it or the recipe changes nothing
+            spec["path"] = _file_digest(p)
+        ids.append(spec)
     fp = _fp("sources", ids)
     names = ("prompts", "candidates", "pairs", "scores", "quarantine")
     report = StageReport("sources", fp)
@@ -256,6 +294,7 @@ def run_shard(shard: Shard, recipe: Recipe, ctx: RunContext) -> tuple[ArtifactRe
         table = "scores"
     ref = store.write(out_stage, shard.fingerprint, frame, table=table)
     report.rows_out, report.seconds = ref.rows, time.perf_counter() - started
+    report.detail["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return ref, report
 
 
@@ -267,6 +306,8 @@ def combine_shards(
     table = "candidates" if stage == "generate" else "scores"
     fp = _fp(stage, [s.fingerprint for s in shards], _fps(tables, table))
     report = StageReport(stage, fp, rows_in=tables["prompts"].rows if stage == "generate" else tables["candidates"].rows)
+    workers = sorted({r.detail["worker"] for r in reports if "worker" in r.detail})
+    report.detail = {"workers": workers} if workers else {}
     for r in reports:
         report.shards += r.shards
         report.shards_cached += r.shards_cached
@@ -484,17 +525,19 @@ def run_train(recipe: Recipe, tables: Tables, ctx: RunContext) -> tuple[Tables, 
         out["train"] = _record(store, "train", fp, record)
     record = read_record(out["train"])
     report.rows_out = 1 + ("control_model" in record)
-    report.detail = {"model": record["model"], "model_id": record.get("model_id")}
+    report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows")}
     report.seconds = time.perf_counter() - started
     return out, report
 
 
 def random_control(store: ArtifactStore, tables: Tables, n: int, seed: int) -> pl.DataFrame:
-    """A uniform random set of `n` pool pairs (ties left out): what selection is measured against."""
+    """A uniform random set of `n` trainable pool pairs (no ties, both sides non-empty): what the
+    selection is measured against."""
     from curation.catalog import tie_mask
 
     pool = pair_pool(store, tables)
-    pool = pool.filter(~tie_mask(pool))
+    usable = (pl.col("chosen").str.strip_chars().str.len_chars() > 0) & (pl.col("rejected").str.strip_chars().str.len_chars() > 0)
+    pool = pool.filter(~tie_mask(pool)).filter(usable)
     idx = sorted(random.Random(seed).sample(range(pool.height), min(n, pool.height)))
     return pool[idx]
 
@@ -566,6 +609,7 @@ def run_recipe(
     """Run the recipe's stages in this process, in order (what the Prefect flow does, minus Prefect)."""
     ctx = RunContext(str(Path(catalog_root).resolve()))
     build_models(recipe)
+    recipe = resolve_paths(recipe)
     tables: Tables = {}
     reports: list[StageReport] = []
     for stage in stage_order(until):

@@ -70,10 +70,10 @@ def run(
 
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"curate run {summary['recipe']}: {summary['seconds']:.0f}s, catalog {summary['catalog']}")
-    for col in ("stage", "rows in", "rows out", "cache", "model calls", "cache hits", "tokens", "time"):
-        table.add_column(col, justify="left" if col in ("stage", "cache") else "right")
+    for col in ("stage", "rows in", "rows out", "cached", "calls", "cache hits", "tokens", "time"):
+        table.add_column(col, justify="left" if col in ("stage", "cached") else "right", no_wrap=True)
     for s in summary["stages"]:
-        cache = "hit" if s["cached"] else "-"
+        cache = "yes" if s["cached"] else "-"
         if s["shards"]:
             cache = f"{s['shards_cached']}/{s['shards']} shards"
         table.add_row(s["stage"], str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
@@ -88,7 +88,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     """Before / after / control side by side, one row per metric."""
-    labels = list(metrics)
+    labels = sorted(metrics, key=lambda k: {"before": 0, "after": 1, "control": 2}.get(k, 3))
     names = sorted({k for m in metrics.values() for k in m})
     table = Table(title="evaluation on held-out data")
     table.add_column("metric")

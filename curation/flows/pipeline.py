@@ -26,7 +26,6 @@ from prefect.cache_policies import NONE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from curation import stages  # noqa: E402
-from curation.recipe import load_recipe  # noqa: E402
 
 RUNNERS = ("local", "dask", "ray")
 TRANSIENT = (ConnectionError, TimeoutError, BrokenPipeError)
@@ -50,19 +49,18 @@ _TASK = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, ca
 
 @task(name="sources", **_TASK)
 def sources_task(recipe_path: str, ctx: stages.RunContext):
-    recipe = load_recipe(recipe_path)
-    stages.build_models(recipe)
-    return stages.run_sources(recipe, ctx)
+    stages.build_models(stages.load(recipe_path))
+    return stages.run_sources(stages.load(recipe_path), ctx)
 
 
 @task(name="plan-shards", **_TASK)
 def plan_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, shard_size: int):
-    return stages.plan_shards(stage, load_recipe(recipe_path), tables, ctx, shard_size)
+    return stages.plan_shards(stage, stages.load(recipe_path), tables, ctx, shard_size)
 
 
 @task(name="shard", task_run_name="{shard.stage}-shard-{shard.index}", **_TASK)
 def shard_task(shard: stages.Shard, recipe_path: str, ctx: stages.RunContext):
-    return stages.run_shard(shard, load_recipe(recipe_path), ctx)
+    return stages.run_shard(shard, stages.load(recipe_path), ctx)
 
 
 @task(name="combine-shards", **_TASK)
@@ -72,7 +70,7 @@ def combine_task(stage: str, shards: list, results: list, tables: stages.Tables,
 
 @task(name="stage", task_run_name="{stage}", **_TASK)
 def stage_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, run: dict):
-    recipe = load_recipe(recipe_path)
+    recipe = stages.load(recipe_path)
     if stage == "publish":
         return stages.run_publish(recipe, tables, ctx, run=run)
     return stages.STAGE_FUNCTIONS[stage](recipe, tables, ctx)
@@ -82,7 +80,7 @@ def stage_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.
 def curate_flow(recipe_path: str, catalog: str, until: str | None = None, shard_size: int = 256) -> dict[str, Any]:
     """Run one recipe end to end (or `until` a stage) against a catalog folder."""
     logger = get_run_logger()
-    recipe = load_recipe(recipe_path)
+    recipe = stages.load(recipe_path)
     ctx = stages.RunContext(str(Path(catalog).resolve()))
     started = time.time()
     run = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": started}
@@ -196,7 +194,8 @@ def deployment(recipe_path: str, catalog: str, name: str, cron: str | None = Non
                     "until": until},
         description=f"curate run {recipe_path}",
         tags=["curate"],
+        entrypoint_type=EntrypointType.MODULE_PATH,  # workers import the installed package, wherever they run
     )
     if work_pool:
-        kwargs.update(work_pool_name=work_pool, entrypoint_type=EntrypointType.MODULE_PATH)
+        kwargs["work_pool_name"] = work_pool
     return curate_flow.to_deployment(**kwargs)

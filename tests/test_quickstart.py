@@ -1,0 +1,105 @@
+"""The quickstart: a verifiable addition task, a tiny pre-trained policy, and the whole loop end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation import quickstart as qs
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_problems_are_distinct_deterministic_and_exclude_what_is_held_out():
+    a = qs.addition_problems(50, seed=3)
+    assert a == qs.addition_problems(50, seed=3) and len(set(a)) == 50
+    assert all(10 <= x <= 99 and 10 <= y <= 99 for x, y in a)
+    held = qs.heldout_problems()
+    assert not held & set(qs.addition_problems(qs.POOL[0], qs.POOL[1], exclude=held))
+    with pytest.raises(ValueError, match="cannot draw"):
+        qs.addition_problems(82, seed=0, digits=1)
+
+
+def test_shipped_prompt_files_are_the_ones_the_code_makes(tmp_path):
+    """The policy builder leaves out exactly the problems of the held-out file in examples/."""
+    pool, heldout = qs.write_quickstart_data(tmp_path)
+    assert pool.read_bytes() == (EXAMPLES / "data" / "addition-pool.jsonl").read_bytes()
+    assert heldout.read_bytes() == (EXAMPLES / "data" / "addition-heldout.jsonl").read_bytes()
+    row = json.loads(heldout.read_text().splitlines()[0])
+    a, b = map(int, row["messages"][0]["content"].rstrip("=").split("+"))
+    assert row["answer"] == str(a + b)
+
+
+def test_verifier_reads_the_answer():
+    assert qs.is_correct("82", "82") and qs.is_correct(" 82<|im_end|>", "82")
+    assert not qs.is_correct("83", "82") and not qs.is_correct("", "82") and not qs.is_correct(None, "82")
+
+
+def test_pretraining_builds_once_and_learns(tmp_path):
+    """A short run lowers the loss below the random-init model's and is not repeated."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = qs.pretrain_policy(tmp_path / "policy", steps=40, batch_size=16, holdout=qs.heldout_problems())
+    marker = path / "curate_quickstart_policy.json"
+    assert json.loads(marker.read_text())["steps"] == 40
+    stamp = marker.stat().st_mtime_ns
+    assert qs.pretrain_policy(tmp_path / "policy", steps=40) == path and marker.stat().st_mtime_ns == stamp
+
+    tok = AutoTokenizer.from_pretrained(path)
+    batch = [qs._chat_ids(tok, qs.question(a, b), str(a + b)) for a, b in qs.addition_problems(32, seed=9)]
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), tok.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    for i, (x, start) in enumerate(batch):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, start : len(x)] = torch.tensor(x[start:])
+
+    def loss(model_dir):
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long(), labels=labels).loss.item()
+
+    assert loss(path) < loss(tmp_path / "policy.base") - 1.0
+    acc = qs.task_accuracy(path, qs.addition_prompts(16, seed=9))
+    assert 0.0 <= acc <= 1.0
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    """`curate run examples/quickstart.yaml` from a fresh checkout: builds the policy, runs every stage,
+    prints accuracy before / after / control; an unchanged re-run calls no model and publishes nothing."""
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns(".curate"))
+    catalog = tmp_path / "catalog"
+
+    def curate_run():
+        proc = subprocess.run(
+            [sys.executable, "-m", "curation", "run", "examples/quickstart.yaml", "--catalog", str(catalog), "--json"],
+            cwd=tmp_path, env={**os.environ}, capture_output=True, text=True, timeout=1500,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout)
+
+    first = curate_run()
+    stages = {s["stage"]: s for s in first["stages"]}
+    assert list(stages) == ["sources", "generate", "score", "pairs", "select", "publish", "train", "evaluate"]
+    assert (tmp_path / ".curate" / "quickstart" / "policy" / "curate_quickstart_policy.json").is_file()
+    assert stages["generate"]["rows_out"] == 256 * 8 and stages["generate"]["calls"] > 0
+    assert stages["score"]["rows_out"] == 2 * 256 * 8  # verifier + reward model
+    assert 0 < stages["select"]["rows_out"] < stages["pairs"]["rows_out"]
+    assert first["version"] == "quickstart-addition@v1"
+    metrics = stages["evaluate"]["detail"]["metrics"]
+    assert set(metrics) == {"before", "after", "control"}
+    assert 0.1 <= metrics["before"]["pass@1"] <= 0.8  # right sometimes, not always
+    assert stages["train"]["detail"]["control_rows"] == stages["publish"]["rows_out"]  # same size, random pairs
+    print("quickstart accuracy:", {k: v["pass@1"] for k, v in metrics.items()})
+
+    again = curate_run()
+    assert all(s["cached"] for s in again["stages"])
+    assert sum(s["calls"] for s in again["stages"]) == 0 and again["version"] == "quickstart-addition@v1"
