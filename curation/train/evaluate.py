@@ -347,10 +347,12 @@ def _evaluate_policy(path: Path, run: dict[str, Any], rows: pl.DataFrame | None,
     tok = _tokenizer(path)
     policy = _load_causal(path)
     ref_path = run.get("reference_model") or run.get("base_model")
-    if ref_path is None:
-        raise ModelError(f"{path}: no {'curate_run.json'} naming the reference model; evaluate a folder written by `curate train`")
-    check_model_dir(ref_path, role="reference model")
-    reference = _load_causal(ref_path)
+    reference = None
+    if rows is not None or cfg.judge is not None:  # verify alone needs no reference: base policies qualify
+        if ref_path is None:
+            raise ModelError(f"{path}: no {'curate_run.json'} naming the reference model; evaluate a folder written by `curate train`")
+        check_model_dir(ref_path, role="reference model")
+        reference = _load_causal(ref_path)
     beta = cfg.beta or (run.get("config") or {}).get("beta") or 0.1
     metrics: dict[str, float] = {}
     per_pair = None
