@@ -86,7 +86,7 @@ def curate_flow(recipe_path: str, catalog: str, until: str | None = None, shard_
     run = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": started}
     tables, report = sources_task(recipe_path, ctx)
     reports = [report]
-    logger.info("sources: %d prompts%s", report.rows_out, " (cached)" if report.cached else "")
+    logger.info("sources: %d rows%s", report.rows_out, " (cached)" if report.cached else "")
     for stage in stages.stage_order(until)[1:]:
         if not stages.applies(stage, recipe):
             continue
