@@ -26,7 +26,11 @@ def test_length_sorted_batches_restore_input_order(tiny_rm, hh_pairs):
     # sorting really reorders: the batches are not the input order
     scorer = rm(tiny_rm, batch_size=5)
     tok, _ = scorer.load()
-    ids = [scorer.encode(tok, r["messages"], r["text"]) for r in rows.to_dicts()]
+    items = [(r["messages"], r["text"]) for r in rows.to_dicts()]
+    ids = scorer.encode(tok, items)
+    for (messages, text), seq in zip(items, ids):  # batched tokenization == the template's own
+        own = tok.apply_chat_template(messages + [{"role": "assistant", "content": text}], tokenize=True)
+        assert seq == list(own["input_ids"] if hasattr(own, "keys") else own)
     flat = [i for b in scorer.batches(ids) for i in b]
     assert flat != list(range(len(ids))) and sorted(flat) == list(range(len(ids)))
     assert [len(ids[i]) for i in flat] == sorted(len(x) for x in ids)
