@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -21,7 +21,7 @@ def _pairs_of(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _scorer_config(scorer_config: Optional[Path], kind: Optional[str], name: Optional[str], options: list[str]) -> dict[str, Any]:
+def _scorer_config(scorer_config: Path | None, kind: str | None, name: str | None, options: list[str]) -> dict[str, Any]:
     import yaml
 
     if (scorer_config is None) == (kind is None):
@@ -57,12 +57,12 @@ def _fmt(v: Any) -> str:
 @app.command("check-scorer")
 def check_scorer_command(
     pairs: Path = typer.Option(..., "--pairs", help="Labelled pairs (any format curate reads), e.g. llmbar.jsonl.gz"),
-    scorer_config: Optional[Path] = typer.Option(None, "--scorer-config", help="YAML: one scorer {name, kind, ...} or a recipe"),
-    kind: Optional[str] = typer.Option(None, "--kind", help="Scorer kind, instead of --scorer-config"),
+    scorer_config: Path | None = typer.Option(None, "--scorer-config", help="YAML: one scorer {name, kind, ...} or a recipe"),
+    kind: str | None = typer.Option(None, "--kind", help="Scorer kind, instead of --scorer-config"),
     option: list[str] = typer.Option([], "--option", "-o", help="Scorer field KEY=VALUE (YAML value); repeatable"),
-    name: Optional[str] = typer.Option(None, "--name", help="Scorer name (or which scorer of a recipe)"),
+    name: str | None = typer.Option(None, "--name", help="Scorer name (or which scorer of a recipe)"),
     where: list[str] = typer.Option([], "--where", help="Keep pairs whose meta FIELD=VALUE, e.g. subset=LLMBar/Natural"),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Check at most this many pairs"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Check at most this many pairs"),
     as_json: bool = JsonOption,
 ) -> None:
     """Agreement of a scorer with human labels, its position consistency and its length bias."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Literal, Mapping, Sequence
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 

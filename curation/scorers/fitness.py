@@ -17,13 +17,20 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import polars as pl
 
-from curation.scorers.base import Scorer, ScorerConfig, build_scorer, pairwise_rows, pointwise_rows
+from curation.scorers.base import (
+    Scorer,
+    ScorerConfig,
+    build_scorer,
+    pairwise_rows,
+    pointwise_rows,
+)
 
 
 @dataclass
@@ -145,7 +152,7 @@ def check_scorer(
     errors: dict[str, int] = {}
     for e in scores.get_column("error").drop_nulls().to_list():
         errors[e] = errors.get(e, 0) + 1
-    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs) if xs else None
     return FitnessReport(
         scorer=scorer.config.name,
         kind=scorer.name,

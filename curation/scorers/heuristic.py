@@ -19,8 +19,8 @@ WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 DEFAULT_REFUSALS = [
     r"\bI(?:'m| am) (?:sorry|afraid)\b",
-    r"\bI (?:can(?:no|')t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)\b"
-    r"(?: \w+){0,3} (?:help|assist|provide|do|comply|answer|fulfil|fulfill|support|create|write|share)",
+    (r"\bI (?:can(?:no|')t|cannot|won't|will not|am not able to|'m not able to|am unable to|'m unable to)\b"
+    r"(?: \w+){0,3} (?:help|assist|provide|do|comply|answer|fulfil|fulfill|support|create|write|share)"),
     r"\bAs an AI(?: language model)?\b",
     r"\bI apologi[sz]e,? but\b",
     r"\b(?:is|would be) (?:illegal|unethical|inappropriate|harmful)\b",

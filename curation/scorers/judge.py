@@ -208,7 +208,7 @@ class JudgeConfig(ScorerConfig):
         return validate_generator(v)
 
     @model_validator(mode="after")
-    def _check_structured(self) -> "JudgeConfig":
+    def _check_structured(self) -> JudgeConfig:
         with_structured_output(self.generator, self.structured_output, "", {})
         return self
 

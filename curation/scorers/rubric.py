@@ -148,7 +148,7 @@ class RubricConfig(ScorerConfig):
         return validate_generator(v)
 
     @model_validator(mode="after")
-    def _check_structured(self) -> "RubricConfig":
+    def _check_structured(self) -> RubricConfig:
         with_structured_output(self.generator, self.structured_output, "", {})
         return self
 

@@ -2,10 +2,11 @@
 
 Layers, each reported in `SandboxResult.isolation`:
 - a fresh temporary working directory, deleted afterwards; stdout/stderr go to files in it;
-- resource limits: address space (RLIMIT_AS), CPU seconds (RLIMIT_CPU), file size
+- resource limits, set by the child itself before the code runs (no preexec_fn, so threads may
+  run sandboxes concurrently): address space (RLIMIT_AS), CPU seconds (RLIMIT_CPU), file size
   (RLIMIT_FSIZE), process count (RLIMIT_NPROC; the kernel does not apply it to root), no core;
 - a wall-clock timeout that kills the whole process group (own session);
-- a private, empty network namespace when the host allows it (root: unshare(CLONE_NEWNET));
+- a private, empty network namespace when the host allows it (`unshare --net`, as root);
 - an audit hook (PEP 578) installed before the code runs that refuses sockets, fork / exec /
   subprocess, ctypes, signals to other processes, and any write, rename, delete or mkdir
   outside the working directory. Each refusal is written to stderr and makes the status
@@ -19,8 +20,8 @@ allocations, stray writes, network calls). Run really adversarial code in a VM o
 
 from __future__ import annotations
 
+import functools
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -30,12 +31,15 @@ import time
 from dataclasses import asdict, dataclass, field
 
 REFUSED = "[sandbox] refused"
-CLONE_NEWNET = 0x40000000
 
 # Runs first in the child: installs the audit hook, then executes main.py from the work dir.
 _GUARD = r"""
-import os, sys
+import os, resource, sys
 ROOT = os.path.realpath(sys.argv[1])
+for name, value in zip(("RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_NPROC", "RLIMIT_CORE"), sys.argv[2:7]):
+    limit = int(value)
+    hard = limit + 1 if name == "RLIMIT_CPU" else limit  # SIGXCPU at the soft limit, SIGKILL one second later
+    resource.setrlimit(getattr(resource, name), (limit, hard))
 ALLOWED = {"/dev/null"}
 BLOCKED = ("socket.", "os.fork", "os.forkpty", "os.system", "os.exec", "os.spawn", "os.posix_spawn",
            "subprocess.Popen", "os.kill", "os.killpg", "ctypes.", "pty.", "os.setuid", "os.setgid",
@@ -113,30 +117,19 @@ class SandboxResult:
         return d
 
 
-def _netns_possible() -> bool:
-    return sys.platform.startswith("linux") and os.geteuid() == 0
+@functools.lru_cache(maxsize=1)
+def _netns_prefix() -> tuple[str, ...]:
+    """`unshare --net --` when this host can give the child a private network namespace."""
+    tool = shutil.which("unshare")
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or tool is None:
+        return ()
+    probe = subprocess.run([tool, "--net", "--", "true"], check=False, capture_output=True)
+    return (tool, "--net", "--") if probe.returncode == 0 else ()
 
 
-def _preexec(limits: SandboxLimits, isolate_net: bool):
+def _limits_args(limits: SandboxLimits) -> list[str]:
     cpu = limits.cpu_s or int(limits.timeout_s) + 1
-    if isolate_net:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the child should only call it
-
-    def setup() -> None:  # runs in the child between fork and exec
-        if isolate_net:
-            if libc.unshare(CLONE_NEWNET) != 0:
-                os._exit(121)  # the parent asked for a namespace it could not get: do not run unconfined
-        mem = limits.memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        size = limits.max_file_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
-        resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_processes, limits.max_processes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return setup
+    return [str(v) for v in (limits.memory_mb * 2**20, cpu, limits.max_file_mb * 2**20, limits.max_processes, 0)]
 
 
 def _tail(path: str, limit: int = 20000) -> str:
@@ -152,9 +145,9 @@ def _tail(path: str, limit: int = 20000) -> str:
 def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
     """Run `code` as a script in the sandbox; never raises for what the code does."""
     limits = limits or SandboxLimits()
-    isolate_net = not limits.network and _netns_possible()
+    netns = () if limits.network else _netns_prefix()
     isolation = ["tempdir", "rlimits", "process_group", "audit_hook", "isolated_python"]
-    if isolate_net:
+    if netns:
         isolation.append("netns")
     if os.geteuid() != 0:
         isolation.append("nproc")
@@ -166,15 +159,14 @@ def run_python(code: str, limits: SandboxLimits | None = None) -> SandboxResult:
         env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": work, "TMPDIR": work}
         started = time.perf_counter()
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _GUARD, work],
+            proc = subprocess.Popen(  # no preexec_fn: safe to call from many threads at once
+                [*netns, sys.executable, "-I", "-S", "-c", _GUARD, work, *_limits_args(limits)],
                 cwd=work,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
                 start_new_session=True,
-                preexec_fn=_preexec(limits, isolate_net),
                 close_fds=True,
             )
             timed_out = False
@@ -212,6 +204,4 @@ def _status(rc: int | None, timed_out: bool, stderr: str) -> str:
         return "cpu_limit"
     if rc == -signal.SIGXFSZ or "File too large" in stderr:
         return "file_limit"
-    if rc == 121 and not stderr.strip():
-        return "error"  # the network namespace could not be created
     return "failed"

@@ -8,7 +8,13 @@ import polars as pl
 import pytest
 
 from curation import schema
-from curation.scorers import SCORERS, ScorerError, pairwise_rows, pointwise_rows, run_scorers
+from curation.scorers import (
+    SCORERS,
+    ScorerError,
+    pairwise_rows,
+    pointwise_rows,
+    run_scorers,
+)
 
 
 def tables(shared_data):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from curation.scorers.judge import order_ids, parse_rating, parse_verdict, preference_for, winner_id
+from curation.scorers.judge import (
+    order_ids,
+    parse_rating,
+    parse_verdict,
+    preference_for,
+    winner_id,
+)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ def test_length_sorted_batches_restore_input_order(tiny_rm, hh_pairs):
     a, b = batched.get_column("value").to_list(), one_by_one.get_column("value").to_list()
     assert all(v is not None for v in a)
     assert a == pytest.approx(b, abs=1e-4)
-    assert len(set(round(v, 5) for v in a)) > 10  # distinct texts get distinct rewards
+    assert len({round(v, 5) for v in a}) > 10  # distinct texts get distinct rewards
     # sorting really reorders: the batches are not the input order
     scorer = rm(tiny_rm, batch_size=5)
     tok, _ = scorer.load()
