@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from curation.registry import ComponentConfig, OutputPath, UnknownComponent
+from curation.registry import ComponentConfig, OutputPath, UnknownComponent, resolve_local_path
 
 DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STAGES = ("sources", "generate", "score", "pairs", "select", "publish", "train", "evaluate")
@@ -346,7 +346,7 @@ def _component(section: str, entry: dict, loc: tuple, context: dict, problems: l
                 str(name), registry.names()) + f" (known: {', '.join(registry.names())})"))
             return entry
     try:
-        return model.model_validate(entry, context=context)
+        config = model.model_validate(entry, context=context)
     except ValidationError as exc:
         found = _problems(exc, loc)
         for p in found:
@@ -354,6 +354,20 @@ def _component(section: str, entry: dict, loc: tuple, context: dict, problems: l
                 p.message += _suggest(str(p.loc[-1]), model.model_fields)
         problems.extend(found)
         return entry
+    return _resolve_paths(config, loc, context, problems)
+
+
+def _resolve_paths(config: ComponentConfig, loc: tuple, context: dict, problems: list[Problem]) -> ComponentConfig:
+    """The config with its declared path fields absolute against the recipe's folder."""
+    update = {}
+    for field, must_exist in [(f, True) for f in config.local_paths] + [(f, False) for f in config.optional_paths]:
+        value = getattr(config, field, None)
+        if isinstance(value, str) and value:
+            try:
+                update[field] = resolve_local_path(value, context["base_dir"], context["planned_models"], must_exist)
+            except ValueError as exc:
+                problems.append(Problem(loc + (field,), str(exc)))
+    return config.model_copy(update=update) if update else config
 
 
 def _cross_references(recipe: Recipe) -> list[Problem]:

@@ -19,7 +19,7 @@ import os
 import pkgutil
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Generic, TypeVar
+from typing import Annotated, Any, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
@@ -29,9 +29,16 @@ T = TypeVar("T")
 
 
 class ComponentConfig(BaseModel):
-    """Base of every component configuration: unknown keys are errors."""
+    """Base of every component configuration: unknown keys are errors.
+
+    `local_paths` names fields that hold local files or models: a recipe resolves them against
+    its own folder and reports a missing one when it loads. `optional_paths` are resolved the
+    same way when the file exists and kept as written otherwise (a catalog ref, a run output).
+    """
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    local_paths: ClassVar[tuple[str, ...]] = ()
+    optional_paths: ClassVar[tuple[str, ...]] = ()
 
 
 class Component:
@@ -112,55 +119,39 @@ class Registry(Generic[T]):
 
 
 # ---------------------------------------------------------------- paths in configurations
-#
-# Relative paths resolve against the folder of the recipe that names them (passed as the
-# validation context "base_dir"); files that must exist are checked when the recipe loads.
-
-
-def _resolve(value: str, info: ValidationInfo) -> Path:
-    path = Path(value).expanduser()
-    base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    return path
-
-
-def _existing_path(value: str, info: ValidationInfo) -> str:
-    path = _resolve(value, info)
-    if not path.exists():
-        raise ValueError(f"file not found: {path}")
-    return str(path)
-
-
-def _model_ref(value: str, info: ValidationInfo) -> str:
-    """A local model folder, or a hub id when the hub is reachable (HF_HUB_OFFLINE unset)."""
-    path = _resolve(value, info)
-    planned = (info.context or {}).get("planned_models", set())
-    if path.exists() or str(path) in planned:
-        if path.exists() and not (path / "config.json").exists():
-            raise ValueError(f"not a model folder (no config.json): {path}")
-        return str(path)
-    looks_like_hub_id = _HUB_ID.fullmatch(value) is not None and not value.startswith((".", "/", "~"))
-    if looks_like_hub_id and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
-        return value
-    raise ValueError(
-        f"model not found: {path}"
-        + (" (HF_HUB_OFFLINE is set, so it cannot be fetched from the hub)" if looks_like_hub_id else "")
-    )
 
 
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
-ExistingPath = Annotated[str, AfterValidator(_existing_path)]
-"""A file or folder that must exist (relative to the recipe)."""
 
-ModelRef = Annotated[str, AfterValidator(_model_ref)]
-"""A model: a local folder with config.json (relative to the recipe), or a hub id when online."""
+def resolve_local_path(value: str, base_dir: Path, planned: set[str] = frozenset(), must_exist: bool = True) -> str:
+    """A path from a recipe, made absolute against the recipe's folder.
+
+    `must_exist`: a missing path is an error, unless a `models:` entry builds it (`planned`) or it
+    is a hub id while the hub is reachable. Otherwise a missing path is kept as written (it may
+    be a catalog ref or a later stage's output).
+    """
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = base_dir / path
+    if path.exists() or str(path) in planned:
+        return str(path)
+    if not must_exist:
+        return value
+    looks_like_hub_id = _HUB_ID.fullmatch(value) is not None and not value.startswith((".", "/", "~"))
+    if looks_like_hub_id and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
+        return value
+    raise ValueError(
+        f"not found: {path}"
+        + (" (HF_HUB_OFFLINE is set, so it cannot be fetched from the hub)" if looks_like_hub_id else "")
+    )
 
 
 def output_path(value: str, info: ValidationInfo) -> str:
-    return str(_resolve(value, info))
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir")
+    return str(path if path.is_absolute() or base is None else Path(base) / path)
 
 
 OutputPath = Annotated[str, AfterValidator(output_path)]
-"""A path the run writes (relative to the recipe); need not exist yet."""
+"""A path the run writes, relative to the recipe's folder; need not exist yet."""

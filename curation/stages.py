@@ -129,39 +129,11 @@ def _file_digest(path: Path) -> str:
 # ---------------------------------------------------------------- paths and models
 
 
-_PATH_FIELDS = ("model", "reference_model", "prompts", "pairs")
-
-
-def _resolve_fields(config: Any, base: Path) -> Any:
-    """A copy of `config` whose relative path fields that exist beside the recipe are absolute."""
-    if config is None:
-        return None
-    update = {}
-    for name in _PATH_FIELDS:
-        value = getattr(config, name, None)
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            candidate = base / Path(value).expanduser()
-            if candidate.exists():
-                update[name] = str(candidate.resolve())
-    return config.model_copy(update=update) if update else config
-
-
-def resolve_paths(recipe: Recipe) -> Recipe:
-    """Model and data paths inside component sections, made relative to the recipe's folder."""
-    base = recipe.base_dir
-    return recipe.model_copy(update={
-        "generate": _resolve_fields(recipe.generate, base),
-        "score": [_resolve_fields(s, base) for s in recipe.score],
-        "train": _resolve_fields(recipe.train, base),
-        "evaluate": _resolve_fields(recipe.evaluate, base),
-    })
-
-
 def load(recipe_path: str | os.PathLike) -> Recipe:
-    """Load and validate a recipe, paths resolved: what every stage works from."""
+    """Load and validate a recipe (paths resolved against its folder): what every stage works from."""
     from curation.recipe import load_recipe
 
-    return resolve_paths(load_recipe(recipe_path))
+    return load_recipe(recipe_path)
 
 
 def build_models(recipe: Recipe) -> list[str]:
@@ -341,7 +313,7 @@ def run_sharded(
 def _pairwise(score_config: Any) -> bool:
     from curation.scorers import SCORERS
 
-    return SCORERS.get(score_config.kind).mode == "pairwise"
+    return SCORERS.build(score_config.kind, score_config).mode == "pairwise"
 
 
 # ---------------------------------------------------------------- pairs, select
@@ -609,7 +581,6 @@ def run_recipe(
     """Run the recipe's stages in this process, in order (what the Prefect flow does, minus Prefect)."""
     ctx = RunContext(str(Path(catalog_root).resolve()))
     build_models(recipe)
-    recipe = resolve_paths(recipe)
     tables: Tables = {}
     reports: list[StageReport] = []
     for stage in stage_order(until):

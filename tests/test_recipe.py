@@ -65,7 +65,7 @@ def test_every_problem_is_reported_at_once_with_lines(recipe_dir):
     by_where = {where: (line, msg) for line, where, msg in found}
     assert by_where["sources[0].path"][0] == 3 and "file not found" in by_where["sources[0].path"][1]
     assert by_where["generate.n"][0] == 4 and "'four'" in by_where["generate.n"][1]
-    assert by_where["select[1].kind"][0] == 10 and "did you mean 'kmq'" in by_where["select[1].kind"][1]
+    assert by_where["select[1].kind"][0] == 11 and "did you mean 'kmq'" in by_where["select[1].kind"][1]
 
 
 def test_score_references_must_name_a_scorer(recipe_dir):

@@ -55,6 +55,7 @@ def get_model(model_dir: Path, identity: str, device: str, dtype: str) -> tuple[
 @GENERATORS.register("transformers")
 class TransformersGenerator(Generator):
     class Config(GeneratorConfig):
+        local_paths = ("model",)
         backend: str = "transformers"
         batch_size: int = Field(16, ge=1)
         device: str = "auto"  # "auto": cuda when available, else cpu

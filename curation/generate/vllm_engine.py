@@ -91,6 +91,7 @@ def release_engine() -> None:
 @GENERATORS.register("vllm")
 class VLLMGenerator(Generator):
     class Config(GeneratorConfig):
+        local_paths = ("model",)
         backend: str = "vllm"
         tensor_parallel_size: int = Field(1, ge=1)
         dtype: str = "auto"

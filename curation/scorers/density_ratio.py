@@ -20,6 +20,7 @@ _MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
 class DensityRatioConfig(ScorerConfig):
+    local_paths = ("strong_model", "weak_model")
     strong_model: str = Field(description="local folder of the stronger causal LM")
     weak_model: str = Field(description="local folder of the weaker causal LM")
     reduce: Literal["mean", "sum"] = Field("mean", description="per-token mean or total log-probability")

@@ -16,6 +16,7 @@ from curation.scorers.base import Scorer, ScorerConfig, ScorerError, meta_of
 
 
 class EmbeddingConfig(ScorerConfig):
+    local_paths = ("model",)
     model: str | None = Field(None, description="sentence-transformers folder; default all-MiniLM-L6-v2")
     reference: str = Field("prompt", description="'prompt' (last user turn) or a meta field holding the reference")
     cache_dir: str | None = None

@@ -14,11 +14,12 @@ a reply that cannot be read gives a null value with the raw reply kept.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import polars as pl
 from pydantic import Field, field_validator, model_validator
 
+from curation import schema
 from curation.scorers import SCORERS
 from curation.scorers._llm import (
     RATIONALE,
@@ -195,12 +196,23 @@ def order_ids(order: str, chosen_id: str, rejected_id: str) -> tuple[str, str]:
 
 class JudgeConfig(ScorerConfig):
     generator: dict[str, Any] = Field(description="generation backend config, e.g. {backend: openai, model: ..., base_url: ...}")
+    mode: Literal["pointwise", "pairwise"] = "pointwise"
+    both_orders: bool = Field(True, description="pairwise: judge A/B and B/A; off: one order per pair, alternating")
     scale: int = Field(10, ge=2, le=100)
     aspects: list[str] = Field(default_factory=list, description="pointwise: rate each aspect, value = their mean")
     criteria: str | None = Field(None, description="extra instructions for pointwise rating")
     structured_output: StructuredOutput = Field(
         "off", description="constrain replies to the JSON format: 'vllm' (vLLM server) or 'openai' (response_format)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_generator(cls, data: Any) -> Any:
+        """Recipes may give the backend's fields flat (backend, base_url, model, ...) beside the judge's."""
+        if isinstance(data, dict) and "generator" not in data and "backend" in data:
+            data = dict(data)
+            data["generator"] = {k: data.pop(k) for k in list(data) if k not in cls.model_fields}
+        return data
 
     @field_validator("generator")
     @classmethod
@@ -249,6 +261,10 @@ class Judge(Scorer):
         regex, json_schema = self.config.reply_format(self.mode)
         generator = with_structured_output(self.config.generator, self.config.structured_output, regex, json_schema)
         self.llm = LLMCalls(generator, owner=self.config.name)
+
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        return self.config.mode
 
     @property
     def generator(self) -> Any:
@@ -339,11 +355,11 @@ class Judge(Scorer):
         for i in todo:
             r = records[i]
             texts = {r["chosen_id"]: r["chosen"], r["rejected_id"]: r["rejected"]}
-            for order in ORDERS:
+            for order in self.orders(r["pair_id"]):
                 a_id, b_id = order_ids(order, r["chosen_id"], r["rejected_id"])
                 convs.append(self.pairwise_prompt(r["messages"], texts[a_id], texts[b_id]))
-        replies = self.llm.complete(convs)
-        by_row = {i: replies[2 * k : 2 * k + 2] for k, i in enumerate(todo)}
+        replies = iter(self.llm.complete(convs))
+        by_row = {i: [next(replies) for _ in self.orders(records[i]["pair_id"])] for i in todo}
         out = []
         for i, r in enumerate(records):
             if i not in by_row:
@@ -352,10 +368,16 @@ class Judge(Scorer):
             out.append(self.read_pair(r, by_row[i]))
         return self.frame(out)
 
+    def orders(self, pair_id: str) -> tuple[str, ...]:
+        """Both orders, or one per pair alternating by id so that position bias averages out."""
+        if self.config.both_orders:
+            return ORDERS
+        return (ORDERS[int(schema.content_hash(pair_id), 16) % 2],)
+
     def read_pair(self, row: dict[str, Any], replies: list[tuple[str | None, str | None]]) -> dict[str, Any]:
         chosen_id, rejected_id = row["chosen_id"], row["rejected_id"]
         verdicts, prefs, errors = [], [], []
-        for order, (reply, gen_error) in zip(ORDERS, replies):
+        for order, (reply, gen_error) in zip(self.orders(row["pair_id"]), replies):
             a_id, b_id = order_ids(order, chosen_id, rejected_id)
             verdict, rationale, how = parse_verdict(reply) if reply is not None else (None, None, "no reply")
             winner = winner_id(verdict, a_id, b_id)
@@ -381,7 +403,7 @@ class Judge(Scorer):
             else:
                 errors.append(f"{order}: unparseable judge reply")
         both = [v["winner_id"] for v in verdicts]
-        agreement = None if None in both else both[0] == both[1]
+        agreement = None if None in both or len(both) < 2 else both[0] == both[1]
         letters = [v["verdict"] for v in verdicts]
         position_bias = letters[0] if agreement is False and letters[0] == letters[1] else None
         detail = {"verdicts": verdicts, "agreement": agreement, "position_bias": position_bias}
@@ -391,6 +413,10 @@ class Judge(Scorer):
 
 @SCORERS.register("pairwise_judge")
 class PairwiseJudge(Judge):
-    """Pairwise, both orders: value = share of verdicts preferring the pair's chosen side."""
+    """Pairwise, both orders: value = share of verdicts preferring the pair's chosen side.
 
-    mode = "pairwise"
+    The same as `judge` with `mode: pairwise`."""
+
+    @property
+    def mode(self) -> str:  # type: ignore[override]
+        return "pairwise"

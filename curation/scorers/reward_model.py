@@ -23,6 +23,7 @@ _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # loaded once per pro
 
 
 class RewardModelConfig(ScorerConfig):
+    local_paths = ("model",)
     model: str = Field(description="local folder of a sequence-classification reward model")
     batch_size: int = Field(8, ge=1)
     sort_by_length: bool = True

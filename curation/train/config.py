@@ -42,6 +42,8 @@ class TrainConfig(ComponentConfig):
     by selectors are honoured when `use_weights` / `use_pair_epsilon` are on.
     """
 
+    local_paths = ("model", "reference_model")
+
     method: Method = "dpo"
     model: str | None = None
     data: str | None = None
@@ -119,6 +121,8 @@ class EvaluateConfig(ComponentConfig):
     `judge` names a scorer that did not label the training data (the run warns when it did).
     `verify` names a verify scorer for verifiable tasks: pass@1, and pass@k when `n` > 1.
     """
+
+    optional_paths = ("model", "pairs", "prompts")
 
     model: str | None = None
     pairs: str | None = None

@@ -50,6 +50,32 @@ def test_both_orders_map_back_to_the_right_candidates(llmbar):
         assert row["value"] == (1.0 if longer_is_chosen else 0.0)
 
 
+def test_recipe_style_flat_config_with_mode_pairwise():
+    """The issue's recipe line: backend fields flat beside the judge's, `mode: pairwise`."""
+    j = SCORERS.build("judge", {"name": "judge", "kind": "judge", "backend": "openai",
+                                "base_url": "http://127.0.0.1:8000/v1", "model": "judge",
+                                "mode": "pairwise", "both_orders": True})
+    assert j.mode == "pairwise"
+    assert j.config.generator == {"backend": "openai", "base_url": "http://127.0.0.1:8000/v1", "model": "judge"}
+    assert judge(kind="judge").mode == "pointwise"
+    with pytest.raises(ValueError, match="base_ur"):
+        SCORERS.build("judge", {"name": "j", "kind": "judge", "backend": "openai", "model": "m", "base_ur": "x"})
+
+
+def test_one_order_per_pair_alternates_and_still_maps_back(llmbar):
+    pairs = [p for p in llmbar if len(p["chosen"]) != len(p["rejected"])][:12]
+    j = judge(both_orders=False)
+    j.generator = ScriptedJudge(longer_wins)
+    out = j.score(pair_rows(pairs))
+    assert len(j.generator.prompts) == 12  # one call per pair
+    orders = set()
+    for p, row in zip(pairs, out.iter_rows(named=True)):
+        [verdict] = json.loads(row["detail"])["verdicts"]
+        orders.add(verdict["order"])
+        assert row["value"] == (1.0 if len(p["chosen"]) > len(p["rejected"]) else 0.0)
+    assert orders == {"chosen_first", "rejected_first"}
+
+
 def test_a_position_biased_judge_is_caught(llmbar):
     j = judge()
     j.generator = ScriptedJudge(lambda prompt: "[[A]]")
