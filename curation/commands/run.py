@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,7 @@ def run(
     if runner not in ("local", "dask", "ray"):
         fail(f"unknown --runner {runner!r}; use local, dask or ray")
     _check(recipe, until)
+    json_out = _stdout_for_json_only() if as_json else None
     prefect_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -62,10 +66,21 @@ def run(
         fail(f"{exc}\n(finished stages are kept: run the same command again to resume)")
     except RuntimeError as exc:
         fail(str(exc))
-    if as_json:
-        print_json(summary)
+    if json_out is not None:
+        json_out.write(json.dumps(summary, indent=2, default=str) + "\n")
+        json_out.flush()
     else:
         print_summary(summary)
+
+
+def _stdout_for_json_only():
+    """With --json, stdout carries the JSON alone: engines (vLLM and its child processes) log to
+    file descriptor 1, so it is pointed at stderr for the rest of the process; the JSON goes to a
+    copy of the original stdout."""
+    sys.stdout.flush()
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:
