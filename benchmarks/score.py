@@ -14,8 +14,6 @@ Writes benchmarks/results/score.json.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import gzip
 import json
@@ -24,6 +22,7 @@ import platform
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
