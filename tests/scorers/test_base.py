@@ -23,10 +23,21 @@ def tables(shared_data):
     return read_source(shared_data / "gsm8k_solution_pairs.jsonl.gz", limit=5)
 
 
-def test_modes_are_known_from_the_kind():
-    modes = {name: SCORERS.get(name).mode for name in SCORERS.names()}
-    assert modes["pairwise_judge"] == modes["pairwise_rubric"] == "pairwise"
-    assert {k for k, m in modes.items() if m == "pointwise"} >= {"judge", "rubric", "reward_model", "verify", "heuristic"}
+def test_modes_of_built_scorers():
+    gen = {"backend": "openai", "model": "m"}
+    pairwise = [
+        SCORERS.build("pairwise_judge", {"name": "a", "kind": "pairwise_judge", "generator": gen}),
+        SCORERS.build("judge", {"name": "b", "kind": "judge", "mode": "pairwise", "generator": gen}),
+        SCORERS.build("pairwise_rubric", {"name": "c", "kind": "pairwise_rubric", "generator": gen}),
+    ]
+    assert [s.mode for s in pairwise] == ["pairwise"] * 3
+    pointwise = [
+        SCORERS.build("judge", {"name": "d", "kind": "judge", "generator": gen}),
+        SCORERS.build("rubric", {"name": "e", "kind": "rubric", "generator": gen}),
+        SCORERS.build("heuristic", {"name": "f", "kind": "heuristic"}),
+        SCORERS.build("verify", {"name": "g", "kind": "verify"}),
+    ]
+    assert [s.mode for s in pointwise] == ["pointwise"] * 4
 
 
 def test_run_scorers_on_imported_tables(shared_data, tiny_rm):
