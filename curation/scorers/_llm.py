@@ -11,7 +11,10 @@ import json
 import re
 from typing import Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
 from curation import schema
+from curation.scorers.base import ScorerConfig
 
 JUDGE_SAMPLING = {"temperature": 0.0, "max_tokens": 512}
 
@@ -176,3 +179,34 @@ def as_float(value: Any) -> float | None:
 
 def clip(text: str | None, limit: int = 2000) -> str | None:
     return None if text is None else text[:limit]
+
+
+class LLMScorerConfig(ScorerConfig):
+    """What judge and rubric configs share: a generation backend and structured output.
+
+    Recipes may give the backend's fields flat (backend, base_url, model, ...) beside the
+    scorer's own, or nested under `generator`.
+    """
+
+    generator: dict[str, Any] = Field(description="generation backend config, e.g. {backend: openai, model: ..., base_url: ...}")
+    structured_output: StructuredOutput = Field(
+        "off", description="constrain replies to the JSON format: 'vllm' (vLLM server) or 'openai' (response_format)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_generator(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "generator" not in data and "backend" in data:
+            data = dict(data)
+            data["generator"] = {k: data.pop(k) for k in list(data) if k not in cls.model_fields}
+        return data
+
+    @field_validator("generator")
+    @classmethod
+    def _check_generator(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return validate_generator(v)
+
+    @model_validator(mode="after")
+    def _check_structured(self) -> "LLMScorerConfig":
+        with_structured_output(self.generator, self.structured_output, "", {})
+        return self

@@ -17,23 +17,22 @@ import re
 from typing import Any, Literal
 
 import polars as pl
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from curation import schema
 from curation.scorers import SCORERS
 from curation.scorers._llm import (
     RATIONALE,
     LLMCalls,
-    StructuredOutput,
+    LLMScorerConfig,
     as_float,
     clip,
     get_key,
     json_objects,
     number_alternation,
-    validate_generator,
     with_structured_output,
 )
-from curation.scorers.base import Scorer, ScorerConfig
+from curation.scorers.base import Scorer
 
 SYSTEM = "You are a careful, impartial judge of AI assistant responses. Follow the output format exactly."
 
@@ -194,35 +193,12 @@ def order_ids(order: str, chosen_id: str, rejected_id: str) -> tuple[str, str]:
 # ---------------------------------------------------------------- the scorer
 
 
-class JudgeConfig(ScorerConfig):
-    generator: dict[str, Any] = Field(description="generation backend config, e.g. {backend: openai, model: ..., base_url: ...}")
+class JudgeConfig(LLMScorerConfig):
     mode: Literal["pointwise", "pairwise"] = "pointwise"
     both_orders: bool = Field(True, description="pairwise: judge A/B and B/A; off: one order per pair, alternating")
     scale: int = Field(10, ge=2, le=100)
     aspects: list[str] = Field(default_factory=list, description="pointwise: rate each aspect, value = their mean")
     criteria: str | None = Field(None, description="extra instructions for pointwise rating")
-    structured_output: StructuredOutput = Field(
-        "off", description="constrain replies to the JSON format: 'vllm' (vLLM server) or 'openai' (response_format)"
-    )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_generator(cls, data: Any) -> Any:
-        """Recipes may give the backend's fields flat (backend, base_url, model, ...) beside the judge's."""
-        if isinstance(data, dict) and "generator" not in data and "backend" in data:
-            data = dict(data)
-            data["generator"] = {k: data.pop(k) for k in list(data) if k not in cls.model_fields}
-        return data
-
-    @field_validator("generator")
-    @classmethod
-    def _check_generator(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return validate_generator(v)
-
-    @model_validator(mode="after")
-    def _check_structured(self) -> JudgeConfig:
-        with_structured_output(self.generator, self.structured_output, "", {})
-        return self
 
     def reply_format(self, mode: str) -> tuple[str, dict[str, Any]]:
         """(regex, JSON schema) of the reply a judge in `mode` asks for."""

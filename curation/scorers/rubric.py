@@ -17,20 +17,19 @@ import re
 from typing import Any
 
 import polars as pl
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field
 
 from curation.scorers import SCORERS
 from curation.scorers._llm import (
     LLMCalls,
-    StructuredOutput,
+    LLMScorerConfig,
     as_float,
     clip,
     get_key,
     json_objects,
-    validate_generator,
     with_structured_output,
 )
-from curation.scorers.base import Scorer, ScorerConfig
+from curation.scorers.base import Scorer
 from curation.scorers.judge import render_conversation
 
 SYSTEM = "You write and apply grading rubrics for AI assistant responses. Follow the output format exactly."
@@ -134,23 +133,11 @@ def total(criteria: list[dict[str, Any]], scores: list[float], gate: bool) -> fl
     return sum(w * s for w, s in zip(weights, scores)) / (10 * sum(weights))
 
 
-class RubricConfig(ScorerConfig):
-    generator: dict[str, Any] = Field(description="generation backend config that writes and grades rubrics")
+class RubricConfig(LLMScorerConfig):
     max_criteria: int = Field(6, ge=1, le=20)
     contrastive: bool = Field(True, description="pairwise: write the rubric from the pair and keep it only if consistent with the label")
     attempts: int = Field(2, ge=1, le=5)
     hard_rule_gate: bool = True
-    structured_output: StructuredOutput = "off"
-
-    @field_validator("generator")
-    @classmethod
-    def _check_generator(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return validate_generator(v)
-
-    @model_validator(mode="after")
-    def _check_structured(self) -> RubricConfig:
-        with_structured_output(self.generator, self.structured_output, "", {})
-        return self
 
 
 @SCORERS.register("rubric")
