@@ -200,7 +200,7 @@ def _common_args(cfg: TrainConfig) -> dict[str, Any]:
         "learning_rate": cfg.learning_rate,
         "num_train_epochs": cfg.epochs,
         "max_steps": cfg.max_steps,
-        "warmup_steps": cfg.warmup_ratio,
+        "warmup_steps": cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of total steps
         "lr_scheduler_type": cfg.lr_scheduler,
         "save_strategy": "steps",
         "save_steps": cfg.save_steps,
