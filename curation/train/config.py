@@ -59,6 +59,9 @@ class TrainConfig(ComponentConfig):
         None, description="reward: margin Bradley-Terry loss; None = when the version has margins, True = required"
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin (gamma / beta ratio in TRL CPO)")
+    sft_weight: float = Field(
+        0.0, ge=0.0, description="dpo: add TRL's 'sft' loss (NLL of the chosen response) with this weight, RPO-style"
+    )
     reference_model: str | None = Field(None, description="frozen reference policy; default: `model`")
     precompute_ref: bool = Field(True, description="dpo/cdpo: compute reference log-probs once, store them by the version")
     lora: LoraConfig | None = None
@@ -86,6 +89,8 @@ class TrainConfig(ComponentConfig):
             raise ValueError("method cdpo is its own loss (label-smoothed sigmoid); leave `loss` unset")
         if self.loss == "robust" and self.method != "dpo":
             raise ValueError("loss 'robust' (rDPO) belongs to method dpo")
+        if self.sft_weight > 0 and self.method != "dpo":
+            raise ValueError("sft_weight adds an NLL term to method dpo's loss; other methods take none")
         return self
 
     @property

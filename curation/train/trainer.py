@@ -291,8 +291,9 @@ def _dpo_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any],
                 save_ref_logps(path, ds)
                 log.info("stored reference log-probs in %s", path)
 
+    losses = {"loss_type": [cfg.loss, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight > 0 else {"loss_type": cfg.loss}
     targs = DPOConfig(
-        loss_type=cfg.loss,
+        **losses,
         beta=cfg.beta,
         label_smoothing=cfg.epsilon or 0.0,
         precompute_ref_log_probs=cfg.precompute_ref,

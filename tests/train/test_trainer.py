@@ -184,3 +184,21 @@ def test_bad_input_fails_before_any_model_loads(tiny_chat, hh_catalog, hh_rows, 
     with pytest.raises(ModelError, match="pad token"):
         train(hh_rows, method="dpo", model=str(nopad), out=str(out))
     assert not out.exists()  # no run folder: nothing was loaded or trained
+
+
+def test_sft_weight_adds_the_chosen_nll_to_the_dpo_loss(tiny_chat, hh_rows, tmp_path, fast):
+    def first_loss(**kw):
+        res = train(hh_rows, model=str(tiny_chat), out=str(tmp_path / f"run{len(kw)}"),
+                    **{**fast, "precompute_ref": False, **kw})
+        return [h["loss"] for h in res.log_history if "loss" in h][0]
+
+    plain, with_nll = first_loss(), first_loss(sft_weight=1.0)
+    # an untrained 4k-vocabulary model puts about -log(1/4096) = 8.3 nats on each chosen token
+    assert with_nll > plain + 1.0
+
+
+def test_sft_weight_belongs_to_dpo():
+    from curation.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="sft_weight"):
+        TrainConfig(method="reward", sft_weight=1.0)
