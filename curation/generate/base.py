@@ -290,6 +290,21 @@ def check_prompts(prompts: pl.DataFrame, stats: GenerationStats) -> list[dict[st
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
+class LocalModelGenerator(Generator):
+    """A backend that loads a model folder in this process (vllm, transformers)."""
+
+    def check(self) -> None:
+        self.model_dir = resolve_model(self.config.model)
+
+    def model_identity(self) -> str:
+        """A fingerprint of the folder's files, so a model saved in place gets new candidate ids."""
+        if not hasattr(self, "_identity"):
+            from curation.generate.cache import model_fingerprint
+
+            self._identity = model_fingerprint(resolve_model(self.config.model))
+        return self._identity
+
+
 def resolve_model(model: str) -> Path:
     """The local folder of `model` (a path, or a Hub id already in the local cache); clear errors."""
     path = Path(model).expanduser()

@@ -18,14 +18,12 @@ from curation.generate import GENERATORS
 from curation.generate.base import (
     Completion,
     GenerationStats,
-    Generator,
     GeneratorConfig,
+    LocalModelGenerator,
     Request,
     apply_length_rule,
     context_length,
-    resolve_model,
 )
-from curation.generate.cache import model_fingerprint
 
 log = logging.getLogger("curation.generate")
 
@@ -53,7 +51,7 @@ def get_model(model_dir: Path, identity: str, device: str, dtype: str) -> tuple[
 
 
 @GENERATORS.register("transformers")
-class TransformersGenerator(Generator):
+class TransformersGenerator(LocalModelGenerator):
     class Config(GeneratorConfig):
         local_paths = ("model",)
         backend: str = "transformers"
@@ -62,14 +60,6 @@ class TransformersGenerator(Generator):
         dtype: str = "auto"
 
     config: Config
-
-    def check(self) -> None:
-        self.model_dir = resolve_model(self.config.model)
-
-    def model_identity(self) -> str:
-        if not hasattr(self, "_identity"):
-            self._identity = model_fingerprint(resolve_model(self.config.model))
-        return self._identity
 
     def _device(self) -> str:
         if self.config.device != "auto":

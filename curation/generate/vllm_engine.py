@@ -21,14 +21,12 @@ from curation.generate import GENERATORS
 from curation.generate.base import (
     Completion,
     GenerationStats,
-    Generator,
     GeneratorConfig,
+    LocalModelGenerator,
     Request,
     apply_length_rule,
     context_length,
-    resolve_model,
 )
-from curation.generate.cache import model_fingerprint
 
 log = logging.getLogger("curation.generate")
 
@@ -89,7 +87,7 @@ def release_engine() -> None:
 
 
 @GENERATORS.register("vllm")
-class VLLMGenerator(Generator):
+class VLLMGenerator(LocalModelGenerator):
     class Config(GeneratorConfig):
         local_paths = ("model",)
         backend: str = "vllm"
@@ -101,14 +99,6 @@ class VLLMGenerator(Generator):
         engine_args: dict[str, Any] = Field(default_factory=dict)  # any other vllm.LLM argument
 
     config: Config
-
-    def check(self) -> None:
-        self.model_dir = resolve_model(self.config.model)
-
-    def model_identity(self) -> str:
-        if not hasattr(self, "_identity"):
-            self._identity = model_fingerprint(resolve_model(self.config.model))
-        return self._identity
 
     def engine_args(self) -> dict[str, Any]:
         c = self.config
