@@ -9,7 +9,10 @@ of the policy's own length-normalised log-prob, SimPO's reward); win rate of the
 its reference model on held-out prompts, judged by a scorer from curation.scorers (warned when it
 labelled the training data), with a length-controlled win rate: a logistic regression of the
 outcome on the standardised length difference, read at zero difference; and for verifiable tasks,
-pass@1 and pass@k of sampled answers under the verify scorer (unbiased estimator of Chen et al.).
+pass@1 and pass@k of sampled answers under the verify scorer (unbiased estimator of Chen et al.),
+with the per-prompt outcomes kept so that two models can be compared on the same prompts: a paired
+bootstrap over prompts (and over training seeds when several runs exist) gives the interval of the
+difference, which is what says whether a gain is more than noise.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class EvalResult:
     judge: str | None = None
     warnings: list[str] = field(default_factory=list)
     per_pair: pl.DataFrame | None = None
+    per_prompt: pl.DataFrame | None = None  # verify: prompt_id, correct (share of the n samples right)
 
 
 # ---------------------------------------------------------------- pure metrics
@@ -100,6 +104,49 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if n - c < k:
         return 1.0
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def _matrix(x: Any) -> Any:
+    import numpy as np
+
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[1] == 0 or a.shape[0] == 0:
+        raise ValueError(f"expected outcomes shaped (prompts,) or (seeds, prompts), got shape {a.shape}")
+    return a
+
+
+def bootstrap_interval(
+    outcomes: Any, baseline: Any = None, *, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """Mean outcome (or mean paired difference to `baseline`) with a percentile bootstrap interval.
+
+    `outcomes` is (prompts,) or (seeds, prompts): one row per training seed, one column per
+    held-out prompt, the same prompts in every row. `baseline` has the same prompts, with one row
+    (a model that has no seeds, e.g. the base policy) or as many rows as `outcomes` (paired by
+    seed). Each resample draws seeds and prompts with replacement, so the interval covers both
+    the training noise and the sampling of the test set.
+    """
+    import numpy as np
+
+    a = _matrix(outcomes)
+    if baseline is not None:
+        b = _matrix(baseline)
+        if b.shape[1] != a.shape[1] or b.shape[0] not in (1, a.shape[0]):
+            raise ValueError(f"baseline shape {b.shape} does not pair with outcomes shape {a.shape} (same prompts, 1 or the same seeds)")
+        a = a - b
+    rng = np.random.default_rng(seed)
+    seeds, prompts = a.shape
+    means = np.empty(resamples)
+    for i in range(resamples):
+        rows = rng.integers(0, seeds, seeds) if seeds > 1 else np.zeros(1, dtype=int)
+        cols = rng.integers(0, prompts, prompts)
+        means[i] = a[np.ix_(rows, cols)].mean()
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    point = float(a.mean())
+    return {"mean": point, "low": float(low), "high": float(high), "seeds": float(seeds), "prompts": float(prompts)}
 
 
 # ---------------------------------------------------------------- models
@@ -273,14 +320,15 @@ def evaluate(
     label = data.label if data is not None else str(cfg.prompts)
     fingerprint = data.fingerprint if data is not None else schema.content_hash("prompts", str(cfg.prompts))
     metrics: dict[str, float] = {}
-    per_pair = None
+    per_pair = per_prompt = None
     if kind == "reward":
         metrics, per_pair = _evaluate_reward(path, rows, cfg)  # type: ignore[arg-type]
     else:
-        metrics, per_pair = _evaluate_policy(path, run, rows, prompts, cfg)
+        metrics, per_pair, per_prompt = _evaluate_policy(path, run, rows, prompts, cfg)
     if data is not None:
         metrics["ties_excluded"] = float(ties)
-    result = EvalResult(kind, metrics, label, fingerprint, judge=(cfg.judge or {}).get("name"), warnings=warnings, per_pair=per_pair)
+    result = EvalResult(kind, metrics, label, fingerprint, judge=(cfg.judge or {}).get("name"), warnings=warnings,
+                        per_pair=per_pair, per_prompt=per_prompt)
     if cfg.record and run.get("model_id"):
         catalog = _catalog_for(catalog, run)
         if catalog is not None:
@@ -343,7 +391,7 @@ def _evaluate_reward(path: Path, rows: pl.DataFrame, cfg: EvaluateConfig) -> tup
 
 
 def _evaluate_policy(path: Path, run: dict[str, Any], rows: pl.DataFrame | None, prompts: pl.DataFrame | None,
-                     cfg: EvaluateConfig) -> tuple[dict[str, float], pl.DataFrame | None]:
+                     cfg: EvaluateConfig) -> tuple[dict[str, float], pl.DataFrame | None, pl.DataFrame | None]:
     tok = _tokenizer(path)
     policy = _load_causal(path)
     ref_path = run.get("reference_model") or run.get("base_model")
@@ -355,7 +403,7 @@ def _evaluate_policy(path: Path, run: dict[str, Any], rows: pl.DataFrame | None,
         reference = _load_causal(ref_path)
     beta = cfg.beta or (run.get("config") or {}).get("beta") or 0.1
     metrics: dict[str, float] = {}
-    per_pair = None
+    per_pair = per_prompt = None
     if rows is not None:
         p = [[dict(m) for m in x] for x in rows["prompt"].to_list()]
         kw = {"batch_size": cfg.batch_size, "max_length": cfg.max_length}
@@ -375,8 +423,9 @@ def _evaluate_policy(path: Path, run: dict[str, Any], rows: pl.DataFrame | None,
     if cfg.verify is not None:
         if prompts is None:
             raise TrainDataError("verify needs prompts with reference answers: pass `prompts` (e.g. a GSM8K prompts file)")
-        metrics.update(_verify(policy, tok, prompts.head(cfg.win_rate_prompts), cfg))
-    return metrics, per_pair
+        verified, per_prompt = _verify(policy, tok, prompts.head(cfg.win_rate_prompts), cfg)
+        metrics.update(verified)
+    return metrics, per_pair, per_prompt
 
 
 def _held_out_prompts(rows: pl.DataFrame | None, prompts: pl.DataFrame | None, limit: int) -> pl.DataFrame:
@@ -428,7 +477,7 @@ def _win_rate(policy: Any, reference: Any, tok: Any, prompts: pl.DataFrame, cfg:
     }
 
 
-def _verify(policy: Any, tok: Any, prompts: pl.DataFrame, cfg: EvaluateConfig) -> dict[str, float]:
+def _verify(policy: Any, tok: Any, prompts: pl.DataFrame, cfg: EvaluateConfig) -> tuple[dict[str, float], pl.DataFrame]:
     from curation.scorers import SCORERS
 
     scorer = SCORERS.build(cfg.verify["kind"], cfg.verify)  # type: ignore[index]
@@ -446,7 +495,10 @@ def _verify(policy: Any, tok: Any, prompts: pl.DataFrame, cfg: EvaluateConfig) -
     })
     vals = dict(zip(*scorer.score(rows).select("target_id", "value").to_dict(as_series=False).values()))
     correct = [sum(1 for j in range(cfg.n) if (vals.get(f"{i}:{j}") or 0) >= 1) for i in range(len(ids))]
-    out = {"verify_prompts": float(len(ids)), "pass@1": sum(pass_at_k(cfg.n, c, 1) for c in correct) / len(ids)}
+    share = [pass_at_k(cfg.n, c, 1) for c in correct]
+    out = {"verify_prompts": float(len(ids)), "pass@1": sum(share) / len(ids)}
     if cfg.n > 1:
         out[f"pass@{cfg.n}"] = sum(pass_at_k(cfg.n, c, cfg.n) for c in correct) / len(ids)
-    return out
+    interval = bootstrap_interval(share, seed=cfg.seed)
+    out["pass@1_low"], out["pass@1_high"] = interval["low"], interval["high"]
+    return out, pl.DataFrame({"prompt_id": ids, "correct": share}, schema={"prompt_id": pl.String, "correct": pl.Float64})

@@ -10,7 +10,7 @@ import pytest
 
 from curation import schema
 from curation.train import evaluate, train
-from curation.train.evaluate import calibration, length_controlled_win_rate, pairwise_accuracy, pass_at_k
+from curation.train.evaluate import bootstrap_interval, calibration, length_controlled_win_rate, pairwise_accuracy, pass_at_k
 
 
 def test_calibration_by_hand():
@@ -40,6 +40,40 @@ def test_pass_at_k():
     assert pass_at_k(5, 2, 5) == 1.0
     assert pass_at_k(5, 0, 3) == 0.0
     assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)
+
+
+def test_bootstrap_interval_of_a_paired_difference():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    base = rng.random(500) < 0.4
+    better = base | (rng.random(500) < 0.1)  # right wherever the base is, and on ~6% more
+    diff = bootstrap_interval(better, base)
+    assert diff["mean"] == pytest.approx(better.mean() - base.mean())
+    assert 0 < diff["low"] <= diff["mean"] <= diff["high"]
+    # the same accuracies unpaired (the gain spread over other prompts) are within noise
+    shuffled = bootstrap_interval(rng.permutation(better), base)
+    assert shuffled["low"] < 0 < shuffled["high"]
+    alone = bootstrap_interval(base)
+    assert alone["low"] <= base.mean() <= alone["high"] and alone["prompts"] == 500
+    assert bootstrap_interval([1, 1, 1], [0, 0, 0]) == {"mean": 1.0, "low": 1.0, "high": 1.0, "seeds": 1.0, "prompts": 3.0}
+
+
+def test_bootstrap_interval_over_seeds_covers_training_noise():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    base = (rng.random(400) < 0.5).astype(float)
+    # three training seeds: one helps on every prompt it touches, two do nothing
+    runs = np.stack([np.maximum(base, rng.random(400) < 0.3), base, base])
+    over_seeds = bootstrap_interval(runs, base)
+    one_row = bootstrap_interval(runs.mean(axis=0), base)  # the seeds averaged away first
+    assert over_seeds["seeds"] == 3 and over_seeds["mean"] == pytest.approx(one_row["mean"])
+    assert over_seeds["low"] <= over_seeds["mean"] <= over_seeds["high"]
+    assert over_seeds["high"] - over_seeds["low"] > 2 * (one_row["high"] - one_row["low"])
+    assert over_seeds["low"] <= 0.0 < one_row["low"]  # only the seed-aware interval admits "no gain"
+    with pytest.raises(ValueError, match="pair"):
+        bootstrap_interval(runs, np.stack([base, base]))
 
 
 def _pair(prompt: str, chosen: str, rejected: str, meta: str | None = None) -> dict:
