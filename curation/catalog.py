@@ -429,8 +429,13 @@ class Catalog:
         card: str | None = None,
         test_fraction: float = 0.0,
         seed: int = 0,
+        generated_by: str | None = None,
     ) -> VersionInfo:
-        """Publish a new immutable version of `name`: files first, then one catalog transaction."""
+        """Publish a new immutable version of `name`: files first, then one catalog transaction.
+
+        `generated_by` names the policy that sampled the version's candidates ("model:<model_id>"
+        for a model in this catalog, else its folder), so an on-policy round leads to its checkpoint.
+        """
         validate_name(name)
         started = time.perf_counter()
         unknown = set(tables) - {"pairs", *LINEAGE_TABLES}
@@ -469,6 +474,7 @@ class Catalog:
                     "counts": counts,
                     "parents": parent_refs,
                     "run_id": run_id,
+                    "generated_by": generated_by,
                     "test_fraction": test_fraction,
                     "seed": seed,
                     "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json", "card.md"],
@@ -536,6 +542,8 @@ class Catalog:
             )
             for parent in manifest["parents"]:
                 con.execute("INSERT INTO lineage VALUES (?, ?, 'parent', ?)", [ref, parent, created])
+            if manifest.get("generated_by"):
+                con.execute("INSERT INTO lineage VALUES (?, ?, 'generated_by', ?)", [ref, manifest["generated_by"], created])
             if run:
                 self._upsert_run(con, {**run, "run_id": manifest["run_id"]}, default_name=name)
                 con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [ref, f"run:{manifest['run_id']}", created])
@@ -644,6 +652,12 @@ class Catalog:
 
     def parents(self, ref: str) -> list[str]:
         return list(self.resolve(ref).parents)
+
+    def generated_by(self, ref: str) -> str | None:
+        """The policy that sampled a version's candidates, as recorded at publish (None: not recorded)."""
+        info = self.resolve(ref)
+        found = self._query("SELECT parent FROM lineage WHERE child = ? AND relation = 'generated_by'", [info.ref])
+        return found["parent"][0] if found.height else None
 
     def children(self, ref: str) -> pl.DataFrame:
         """What was derived from a version: newer versions and models trained on it."""

@@ -24,6 +24,10 @@ log = logging.getLogger(__name__)
 TASK = "addition"
 HELDOUT = (200, 123)  # (count, seed): the held-out problems; never shown in pre-training or curation
 POOL = (256, 1)  # (count, seed): the prompts the quickstart generates candidates for
+# examples/closed-loop.yaml: enough held-out problems (the quickstart's 200 first) for an interval
+# that can exclude zero, and a larger pool; its policy never sees any of the 500
+CLOSED_LOOP_HELDOUT = (500, HELDOUT[1])
+CLOSED_LOOP_POOL = (512, 2)
 _POLICY_MARKER = "curate_quickstart_policy.json"
 
 
@@ -77,8 +81,9 @@ def write_prompts_jsonl(path: str | os.PathLike, n: int, seed: int, digits: int 
     return path
 
 
-def heldout_problems() -> set[tuple[int, int]]:
-    return set(addition_problems(*HELDOUT))
+def heldout_problems(count: int = HELDOUT[0]) -> set[tuple[int, int]]:
+    """The first `count` held-out problems (the same draw for every count, so 200 are inside 500)."""
+    return set(addition_problems(count, HELDOUT[1]))
 
 
 def write_quickstart_data(folder: str | os.PathLike) -> tuple[Path, Path]:
@@ -89,9 +94,21 @@ def write_quickstart_data(folder: str | os.PathLike) -> tuple[Path, Path]:
     return pool, heldout
 
 
-def build_policy(path: str | os.PathLike, **options) -> Path:
-    """The recipe's `quickstart_policy` model builder: the tiny policy, held-out problems excluded."""
-    return pretrain_policy(path, holdout=heldout_problems(), **options)
+def write_closed_loop_data(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """examples/closed-loop.yaml's prompt files: 512 pool problems and 500 held-out ones (disjoint)."""
+    folder = Path(folder)
+    count = CLOSED_LOOP_HELDOUT[0]
+    heldout = write_prompts_jsonl(folder / f"addition-heldout-{count}.jsonl", *CLOSED_LOOP_HELDOUT)
+    pool = write_prompts_jsonl(
+        folder / f"addition-pool-{CLOSED_LOOP_POOL[0]}.jsonl", *CLOSED_LOOP_POOL, exclude=heldout_problems(count)
+    )
+    return pool, heldout
+
+
+def build_policy(path: str | os.PathLike, heldout: int = HELDOUT[0], **options) -> Path:
+    """The recipe's `quickstart_policy` model builder: the tiny policy, the first `heldout`
+    held-out problems excluded from its pre-training."""
+    return pretrain_policy(path, holdout=heldout_problems(heldout), **options)
 
 
 def is_correct(response: str | None, answer: str) -> bool:

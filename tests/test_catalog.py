@@ -251,6 +251,11 @@ def test_models_evaluations_lineage(tmp_path: Path) -> None:
     assert set(lin["version"]) == {"toy@v1"}
     assert "model:" + mid in cat.children("toy@v1")["child"].to_list()
     assert cat.sql("SELECT count(*) AS n FROM models JOIN evaluations USING (model_id)")["n"][0] == 1
+    # an on-policy round: the next version names the checkpoint that sampled it
+    assert cat.generated_by("toy@v1") is None
+    v2 = cat.publish("toy", make_tables(4, tag="r2"), generated_by=f"model:{mid}")
+    assert cat.generated_by(v2.ref) == f"model:{mid}" and cat.generated_by("toy@v1") is None
+    assert json.loads((v2.path / "manifest.json").read_text())["generated_by"] == f"model:{mid}"
 
 
 # ---------------------------------------------------------------- concurrency and crashes

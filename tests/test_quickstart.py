@@ -22,6 +22,7 @@ def test_problems_are_distinct_deterministic_and_exclude_what_is_held_out():
     assert all(10 <= x <= 99 and 10 <= y <= 99 for x, y in a)
     held = qs.heldout_problems()
     assert not held & set(qs.addition_problems(qs.POOL[0], qs.POOL[1], exclude=held))
+    assert held < qs.heldout_problems(qs.CLOSED_LOOP_HELDOUT[0]) and len(qs.heldout_problems(500)) == 500
     with pytest.raises(ValueError, match="cannot draw"):
         qs.addition_problems(82, seed=0, digits=1)
 
@@ -31,6 +32,11 @@ def test_shipped_prompt_files_are_the_ones_the_code_makes(tmp_path):
     pool, heldout = qs.write_quickstart_data(tmp_path)
     assert pool.read_bytes() == (EXAMPLES / "data" / "addition-pool.jsonl").read_bytes()
     assert heldout.read_bytes() == (EXAMPLES / "data" / "addition-heldout.jsonl").read_bytes()
+    big_pool, big_heldout = qs.write_closed_loop_data(tmp_path)
+    assert big_pool.read_bytes() == (EXAMPLES / "data" / "addition-pool-512.jsonl").read_bytes()
+    assert big_heldout.read_bytes() == (EXAMPLES / "data" / "addition-heldout-500.jsonl").read_bytes()
+    # the closed loop's 500 held-out problems start with the quickstart's 200
+    assert big_heldout.read_text().splitlines()[:200] == heldout.read_text().splitlines()
     row = json.loads(heldout.read_text().splitlines()[0])
     a, b = map(int, row["messages"][0]["content"].rstrip("=").split("+"))
     assert row["answer"] == str(a + b)
