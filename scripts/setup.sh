@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
+# bubblewrap: the OS sandbox for model-written code (verify task=code refuses to run without it)
+if ! command -v bwrap >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq bubblewrap
+  else
+    echo "warning: bubblewrap (bwrap) is not installed; code verification will refuse to run" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and alone: a range that admits a newer release downloads a multi-GB CUDA build.

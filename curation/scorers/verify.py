@@ -3,9 +3,11 @@
 math: the final answer is extracted ('####', '\\boxed{}', 'The answer is', 'A:', else the last
 number) and compared with the prompt's reference answer (meta field `answer`, GSM8K style):
 numerically when both are numbers, else with math-verify (symbolic equivalence with sympy).
-code: the response (a fenced block if there is one) completes the prompt's stub, the prompt's
-tests are appended (HumanEval: `test` defining `check`, plus `check(entry_point)`), and the
-program runs in `curation.scorers.sandbox`. Value 1.0 = correct / all tests pass, 0.0 = not.
+code: the response (a fenced block if there is one) completes the prompt's stub and runs in
+`curation.scorers.sandbox` (bubblewrap); the prompt's tests (HumanEval: `test` defining
+`check`, called with the entry point) run in a separate checker process there. Value 1.0 = the
+checker's per-run token came back (every check returned), 0.0 = not, with the status and the
+reason (a failed assert, a timeout, a refusal, an early exit) in `detail`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import Field
 
 from curation.scorers import SCORERS
 from curation.scorers.base import Scorer, ScorerConfig, meta_of
-from curation.scorers.sandbox import SandboxLimits, run_python
+from curation.scorers.sandbox import SandboxLimits, check_available, run_tests
 
 NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?"
 _ANSWER_PATTERNS = [
@@ -93,22 +95,17 @@ def answers_match(predicted: str, reference: str) -> tuple[bool, str]:
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", re.DOTALL)
 
 
-def build_program(stub: str, response: str, tests: str, entry_point: str | None) -> str:
-    """Completion + tests as one script. A response that defines the entry point stands alone
-    (with the stub's imports); otherwise it is the body that continues the stub."""
+def build_solution(stub: str, response: str, entry_point: str | None) -> str:
+    """The response as a module. A response that defines the entry point stands alone (with the
+    stub's imports); otherwise it is the body that continues the stub."""
     blocks = _FENCE.findall(response)
     code = max(blocks, key=len) if blocks else response
     if entry_point and re.search(rf"^\s*def\s+{re.escape(entry_point)}\s*\(", code, re.MULTILINE):
         imports = "\n".join(
             line for line in stub.splitlines() if re.match(r"\s*(import|from)\s+\S+", line)
         )
-        program = f"{imports}\n{code}"
-    else:
-        program = stub + code
-    program += f"\n\n{tests}\n"
-    if entry_point:
-        program += f"\ncheck({entry_point})\n"
-    return program
+        return f"{imports}\n{code}\n"
+    return stub + code + "\n"
 
 
 class VerifyConfig(ScorerConfig):
@@ -129,6 +126,11 @@ class Verify(Scorer):
 
     Config = VerifyConfig
     config: VerifyConfig
+
+    def __init__(self, config: VerifyConfig | None = None, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        if self.config.task == "code":
+            check_available()  # no OS sandbox: refuse before any row, never run code unconfined
 
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
@@ -171,7 +173,15 @@ class Verify(Scorer):
         if stub is None:
             users = [m["content"] for m in row["messages"] or [] if m["role"] == "user"]
             stub = users[-1] if users else ""
-        program = build_program(str(stub), row["text"], str(tests), meta.get(c.entry_point_field))
-        res = run_python(program, SandboxLimits(timeout_s=c.timeout_s, memory_mb=c.memory_mb))
-        detail = {"status": res.status, "seconds": round(res.seconds, 3), "stderr": res.stderr[-1000:]}
+        entry_point = meta.get(c.entry_point_field)
+        solution = build_solution(str(stub), row["text"], entry_point)
+        limits = SandboxLimits(timeout_s=c.timeout_s, memory_mb=c.memory_mb)
+        res = run_tests(solution, str(tests), entry_point, stub=str(stub), limits=limits)
+        detail = {
+            "status": res.status,
+            "reason": res.reason,
+            "seconds": round(res.seconds, 3),
+            "stdout": res.stdout[-500:],
+            "stderr": res.stderr[-1000:],
+        }
         return self.result(cid, 1.0 if res.passed else 0.0, detail)
