@@ -45,7 +45,6 @@ DEFAULT_CATALOG = "catalogs/default"
 LINEAGE_TABLES = ("prompts", "candidates", "scores", "decisions", "quarantine")
 LOADABLE_TABLES = ("pairs", "pool") + LINEAGE_TABLES
 _REF = re.compile(r"^(?P<name>[^@:]+)(?:@v?(?P<version>\d+))?(?::(?P<split>train|test))?$")
-_FORBIDDEN_NAME = re.compile(r"[/\\'\"`\s\x00-\x1f\x7f]")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS datasets (
@@ -95,16 +94,11 @@ class VersionInfo:
 
 
 def validate_name(name: str) -> str:
-    """A dataset name is a folder name: no '/', '..', quotes, whitespace or control characters."""
-    if not isinstance(name, str) or not name:
-        raise CatalogError("dataset name must be a non-empty string")
-    bad = _FORBIDDEN_NAME.search(name)
-    if bad or ".." in name or name.startswith(".") or "@" in name or ":" in name or len(name) > 200:
-        what = f"character {bad.group()!r}" if bad else "'..', a leading '.', '@' or ':'"
-        raise CatalogError(
-            f"invalid dataset name {name!r}: it contains {what}; use letters, digits, '-', '_' and '.'"
-        )
-    return name
+    """The dataset name in NFC form (schema.dataset_name: one rule for import, recipes and refs)."""
+    try:
+        return schema.dataset_name(name)
+    except ValueError as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def parse_ref(ref: str) -> tuple[str, int | None, str | None]:
@@ -436,7 +430,7 @@ class Catalog:
         `generated_by` names the policy that sampled the version's candidates ("model:<model_id>"
         for a model in this catalog, else its folder), so an on-policy round leads to its checkpoint.
         """
-        validate_name(name)
+        name = validate_name(name)
         started = time.perf_counter()
         unknown = set(tables) - {"pairs", *LINEAGE_TABLES}
         if unknown:

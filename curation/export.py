@@ -187,15 +187,23 @@ def _write_split(df: pl.DataFrame, path: Path, format: str) -> None:
 
 
 def export_rows(rows: pl.DataFrame, format: str, out: str | os.PathLike[str], *, ref: str | None = None) -> ExportReport:
-    """Write `rows` (VERSION_ROWS) as `format` into folder `out`, one file per split."""
+    """Write `rows` (VERSION_ROWS) as `format` into folder `out`, one file per split.
+
+    `out` is a new or empty folder, or an earlier export: then exactly the files its export.json
+    lists are replaced or removed, and nothing else in it is touched.
+    """
     out = Path(out)
     view, skipped = to_view(rows, format)
     check_view(view, format)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT_FILE).exists())):
-        raise ExportError(f"{out} exists and is not an earlier export; choose an empty or new folder")
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir(parents=True)
+    owned = _owned_files(out)
     report = ExportReport(path=out, format=format, ref=ref, skipped=skipped)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _remove_dead_tmp(out)
+        tmp = out / f"{_TMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise ExportError(f"cannot write to {out}: {exc.strerror or exc}; choose a folder you can write to") from exc
     try:
         splits = sorted(view["split"].unique().to_list()) if "split" in view.columns and view.height else ["train"]
         parts = {s: view.filter(pl.col("split") == s) if "split" in view.columns else view for s in splits}
@@ -204,22 +212,105 @@ def export_rows(rows: pl.DataFrame, format: str, out: str | os.PathLike[str], *,
 
             dd = datasets.DatasetDict({s: datasets.Dataset(df.to_arrow()) for s, df in parts.items()})
             dd.save_to_disk(str(tmp))
-            report.files = sorted(p.name for p in tmp.iterdir())
         else:
             ext = "parquet" if format == "parquet" else "jsonl"
             for s, df in parts.items():
                 _write_split(df, tmp / f"{s}.{ext}", format)
-                report.files.append(f"{s}.{ext}")
+        report.files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         report.written = {s: df.height for s, df in parts.items()}
-        (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.rename(tmp, out)
-    except BaseException:
+        _move_into(tmp, out, report, owned)
+    except OSError as exc:
+        raise ExportError(f"cannot write the export to {out}: {exc.strerror or exc} ({exc.filename or out}); "
+                          "check the folder and the free disk space") from exc
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s as %s to %s: wrote %s, skipped %s", ref or "rows", format, out, report.written, report.skipped)
     return report
+
+
+_TMP_PREFIX = ".curate-export-"
+
+
+def _owned_files(out: Path) -> set[str]:
+    """The files an earlier export wrote into `out` (empty for a new or empty folder); refuse the rest."""
+    if out.is_symlink():
+        raise ExportError(f"--out {out} is a symbolic link (to {os.path.realpath(out)}); export writes only into a "
+                          "real folder: pass the target itself or a new folder")
+    here = Path.cwd().resolve()
+    target = out.resolve()
+    if target == here or target in here.parents:
+        raise ExportError(f"--out {out} is the current folder (or holds it); pass a new folder, e.g. {out / 'export'}")
+    if not out.exists():
+        return set()
+    if not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder; choose a new or empty folder")
+    entries = [e for e in out.iterdir() if not e.name.startswith(_TMP_PREFIX)]
+    if not entries:
+        return set()
+    report = out / REPORT_FILE
+    if not report.is_file() or report.is_symlink():
+        names = ", ".join(sorted(e.name for e in entries)[:3])
+        raise ExportError(f"--out {out} is not empty ({names}, ...) and is not an earlier export (no {REPORT_FILE}); "
+                          "export never deletes files it did not write: choose a new or empty folder")
+    try:
+        listed = json.loads(report.read_text(encoding="utf-8"))["files"]
+        owned = {str(f) for f in listed}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"{report} is damaged ({exc}); move it away or choose another folder") from exc
+    for f in owned:
+        rel = Path(f)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts or not (out / rel).resolve().is_relative_to(target):
+            raise ExportError(f"{report} lists {f!r}, which is outside {out}; move it away or choose another folder")
+    return owned
+
+
+def _remove_dead_tmp(out: Path) -> None:
+    """Temporary folders of exports that were killed (their process is gone) are ours to remove."""
+    for entry in out.iterdir():
+        if entry.name.startswith(_TMP_PREFIX) and entry.is_dir() and not entry.is_symlink():
+            pid = entry.name[len(_TMP_PREFIX):].split("-")[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _move_into(tmp: Path, out: Path, report: ExportReport, owned: set[str]) -> None:
+    """Move the new files from `tmp` into `out`; remove the earlier export's files that are gone.
+
+    export.json first lists the old and the new files, so a crash part-way never leaves a file
+    of ours unlisted; it lists the new ones alone at the end.
+    """
+    new = set(report.files)
+    foreign = sorted(f for f in new if (out / f).exists() and f not in owned)
+    if foreign:
+        raise ExportError(f"{out / foreign[0]} exists and was not written by an earlier export; move it away or "
+                          "choose another folder")
+    _write_report(out, {**report.to_dict(), "files": sorted(owned | new)})
+    for f in sorted(new):
+        (out / f).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp / f, out / f)
+    for f in sorted(owned - new - {REPORT_FILE}, reverse=True):
+        (out / f).unlink(missing_ok=True)
+        parent = (out / f).parent
+        while parent != out and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+    _write_report(out, report.to_dict())
+
+
+def _write_report(out: Path, data: dict[str, Any]) -> None:
+    tmp = out / f".{REPORT_FILE}.{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out / REPORT_FILE)
 
 
 def export_version(catalog: Any, ref: str, format: str, out: str | os.PathLike[str]) -> ExportReport:

@@ -9,7 +9,6 @@ model loads. Relative paths resolve against the recipe file's folder.
 from __future__ import annotations
 
 import importlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -17,20 +16,10 @@ from typing import Any, Iterable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
+from curation import schema
 from curation.registry import ComponentConfig, OutputPath, UnknownComponent, resolve_local_path
 
-DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 STAGES = ("sources", "generate", "score", "pairs", "select", "publish", "train", "evaluate")
-
-
-def check_dataset_name(name: str) -> str:
-    """Dataset names become folder names and SQL values: letters, digits, '.', '_', '-' only."""
-    if not DATASET_NAME.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"invalid dataset name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(no '/', '..', quotes or spaces; at most 128 characters)"
-        )
-    return name
 
 
 class _Section(BaseModel):
@@ -46,6 +35,15 @@ class SourceSpec(_Section):
     query: str | None = None
     split: str | None = None
     name: str | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        from curation.sources.adapters import FORMATS
+
+        if value != "auto" and value not in FORMATS:
+            raise ValueError(f"unknown source format {value!r}{_suggest(value, FORMATS)} (known: auto, {', '.join(FORMATS)})")
+        return value
 
     @model_validator(mode="after")
     def _needs_path_or_query(self) -> "SourceSpec":
@@ -80,7 +78,17 @@ class PublishSpec(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        return None if value is None else check_dataset_name(value)
+        return None if value is None else schema.dataset_name(value)
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from curation.export import FORMATS
+
+        unknown = [f for f in value if f not in FORMATS]
+        if unknown:
+            raise ValueError(f"unknown publish format {unknown[0]!r}{_suggest(unknown[0], FORMATS)} (known: {', '.join(FORMATS)})")
+        return value
 
 
 class Recipe(_Section):
@@ -102,7 +110,7 @@ class Recipe(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        return check_dataset_name(value)
+        return schema.dataset_name(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
@@ -254,7 +262,28 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(path, [Problem((), f"not valid YAML: {exc}", mark.line + 1 if mark else None)]) from None
     if not isinstance(data, dict):
         raise RecipeError(path, [Problem((), "a recipe is a YAML mapping of sections (name, sources, ...)", 1)])
+    duplicates = _duplicate_keys(node)
+    if duplicates:
+        raise RecipeError(path, duplicates)
     return validate_recipe(data, base_dir=path.parent, index=_line_index(node) if node else {}, path=path)
+
+
+def _duplicate_keys(node: yaml.Node | None, loc: tuple = ()) -> list[Problem]:
+    """YAML keeps the last of two equal keys without a word; a recipe with one is refused."""
+    out: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if key.value in first:
+                out.append(Problem(loc + (key.value,), f"duplicate key (first on line {first[key.value]}): "
+                                   "YAML would silently keep only the last; remove one", line))
+            first.setdefault(key.value, line)
+            out.extend(_duplicate_keys(value, loc + (key.value,)))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out.extend(_duplicate_keys(item, loc + (i,)))
+    return out
 
 
 def validate_recipe(
@@ -323,8 +352,16 @@ def _source(entry: Any, i: int, context: dict, problems: list[Problem]) -> Any:
         ".jsonl", ".gz", ".json", ".parquet", ".duckdb", ".csv",
     )
     if looks_local:
+        from curation.sources.readers import HF_DISK_MARKERS
+
+        where = ("sources", i, "path")
         if not full.exists():
-            problems.append(Problem(("sources", i, "path"), f"file not found: {full}"))
+            problems.append(Problem(where, f"file not found: {full}"))
+        elif full.is_dir() and not any((full / m).exists() for m in HF_DISK_MARKERS):
+            problems.append(Problem(where, f"{full} is a folder, not a data file or a saved HF dataset "
+                                           f"(none of {', '.join(HF_DISK_MARKERS)} in it)"))
+        elif full.is_file() and full.stat().st_size == 0:
+            problems.append(Problem(where, f"{full} is empty (0 bytes)"))
         return {**entry, "path": str(full)}
     return entry
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
 
 import polars as pl
@@ -135,6 +136,41 @@ TABLES: dict[str, pa.Schema] = {
 
 class SchemaError(ValueError):
     """A frame does not match the table it claims to be."""
+
+
+# ---------------------------------------------------------------- dataset names
+
+DATASET_NAME_MAX = 128
+_NAME_PUNCTUATION = frozenset("-_.")
+_NAME_CATEGORIES = frozenset(("Lu", "Ll", "Lt", "Lm", "Lo", "Nd"))
+
+
+def dataset_name(name: Any) -> str:
+    """The one rule for dataset names (import, recipes, refs); returns the NFC form.
+
+    A name is a folder name, a SQL value and something people read in `curate ls`, so look-alikes
+    must not sit side by side: NFC-normalised, then letters, digits, '-', '_' and '.' only (no
+    spaces, quotes, '/', '@', ':', zero-width or bidi-control characters), not starting with '-'
+    (it would read as an option) or '.' (hidden; '..'), at most 128 characters.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("invalid dataset name: it must be a non-empty string")
+    norm = unicodedata.normalize("NFC", name)
+    bad = next((c for c in norm if c not in _NAME_PUNCTUATION and unicodedata.category(c) not in _NAME_CATEGORIES), None)
+    if bad is not None:
+        what = f"character {bad!r} (U+{ord(bad):04X} {unicodedata.name(bad, 'unnamed')})"
+    elif norm[0] in "-.":
+        what = f"a leading {norm[0]!r}"
+    elif ".." in norm:
+        what = "'..'"
+    elif len(norm) > DATASET_NAME_MAX:
+        what = f"{len(norm)} characters (at most {DATASET_NAME_MAX})"
+    else:
+        return norm
+    raise ValueError(
+        f"invalid dataset name {name!r}: it has {what}; use letters, digits, '-', '_' and '.', "
+        "not starting with '-' or '.'"
+    )
 
 
 # ---------------------------------------------------------------- ids

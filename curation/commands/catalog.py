@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
 
@@ -65,12 +66,12 @@ def import_(
 
     errors = _errors()
     try:
-        validate_name(name)
+        name = validate_name(name)
     except errors as exc:
         fail(str(exc))
     cat = _open(catalog, create=True)
     try:
-        with console.status(f"reading {path} …", spinner="dots"):
+        with console.status(Text(f"reading {path} …"), spinner="dots"):
             data = read_source(path, format=format, limit=limit)
     except (*errors, ValueError) as exc:
         fail(str(exc))
@@ -88,7 +89,7 @@ def import_(
         )
     tables = {"prompts": data.prompts, "candidates": data.candidates, "pairs": data.pairs, "scores": data.scores, "quarantine": data.quarantine}
     try:
-        with console.status(f"publishing {name} …", spinner="dots"):
+        with console.status(Text(f"publishing {name} …"), spinner="dots"):
             info = cat.publish(
                 name,
                 tables,
@@ -295,7 +296,7 @@ def export(
 
     cat = _open(catalog)
     try:
-        with console.status(f"exporting {ref} as {format} …", spinner="dots"):
+        with console.status(Text(f"exporting {ref} as {format} …"), spinner="dots"):
             report = export_version(cat, ref, format, out)
     except _errors() as exc:
         fail(str(exc))

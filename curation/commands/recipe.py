@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from curation.cli import JsonOption, app, console, err_console, print_json
 
@@ -25,9 +26,9 @@ def validate(
             print_json({"ok": False, "recipe": str(recipe), "problems": [
                 {"line": p.line, "path": p.where(), "message": p.message} for p in exc.problems]})
         else:
-            err_console.print(f"[bold red]{len(exc.problems)} problem(s)[/] in {recipe}:", highlight=False)
+            err_console.print(Text.assemble((f"{len(exc.problems)} problem(s)", "bold red"), f" in {recipe}:"))
             for p in exc.problems:
-                err_console.print(f"  {recipe}:{p.line or '?'}: [bold]{p.where()}[/]: {p.message}", highlight=False)
+                err_console.print(Text.assemble(f"  {recipe}:{p.line or '?'}: ", (p.where(), "bold"), f": {p.message}"))
         raise typer.Exit(1)
     stages = _stage_summary(r)
     if as_json:

@@ -98,7 +98,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         if s["stage"] == "evaluate":
             _print_metrics(s["detail"]["metrics"])
     if summary.get("version"):
-        console.print(f"published [bold]{summary['version']}[/]")
+        console.print(f"published {summary['version']}", style="bold")
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
@@ -151,6 +151,6 @@ def deploy(
     if as_json:
         print_json(info)
     else:
-        console.print(f"created deployment [bold]curate/{name}[/] ({cron or 'no schedule'})")
+        console.print(f"created deployment curate/{name} ({cron or 'no schedule'})")
         console.print(f"run its flow runs with: prefect worker start --pool {pool}" if pool
                       else f"run its flow runs with: curate deploy {recipe} --name {name} --serve")

@@ -10,8 +10,9 @@ from typing import Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, fail, print_json, warn
 
 
 def _errors() -> tuple[type[Exception], ...]:
@@ -103,7 +104,7 @@ def train_cmd(
         return
     console.print(_metrics_table(f"{result.method} on {result.data} -> {result.path}", result.metrics))
     if result.model_id:
-        console.print(f"recorded model [bold]{result.model_id}[/] (see `curate ls --models`)")
+        console.print(Text.assemble("recorded model ", (result.model_id, "bold"), " (see `curate ls --models`)"))
     if result.resumed_from:
         console.print(f"resumed from {result.resumed_from}")
 
@@ -150,11 +151,11 @@ def eval_cmd(
     except _errors() as exc:
         fail(str(exc))
     for w in result.warnings:
-        err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+        warn(w)
     if as_json:
         print_json({"kind": result.kind, "data": result.data, "data_fingerprint": result.data_fingerprint,
                     "eval_id": result.eval_id, "judge": result.judge, "warnings": result.warnings, "metrics": result.metrics})
         return
     console.print(_metrics_table(f"{result.kind} {run} on {result.data}", result.metrics))
     if result.eval_id:
-        console.print(f"recorded evaluation [bold]{result.eval_id}[/]")
+        console.print(Text.assemble("recorded evaluation ", (result.eval_id, "bold")))

@@ -7,7 +7,9 @@ parsed (malformed JSON, bytes that are not UTF-8). File-level trouble raises Sou
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import json
 import os
 import socket
@@ -18,6 +20,7 @@ from typing import Any, Iterator
 from urllib.parse import urlparse
 
 BATCH_ROWS = 1024
+UTF8_BOM = b"\xef\xbb\xbf"  # some editors start UTF-8 files with it; it is not part of the first row
 JSON_SPACE = " \t\r\n"  # a blank line holds only these; other control characters are junk
 RAW_CHARS = 500  # how much of an offending row the quarantine keeps
 HUB_PREFIX = "hf://"
@@ -117,6 +120,7 @@ def _read_bytes(p: Path) -> bytes:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise SourceError(f"{p}: unreadable: broken or truncated gzip ({exc})") from exc
+    data = data.removeprefix(UTF8_BOM)
     if not data.strip():
         raise SourceError(f"{p}: empty file (no rows)")
     return data
@@ -154,6 +158,10 @@ def _jsonl_rows(data: bytes) -> Iterator[RawRow]:
         except RecursionError:
             yield RawRow(i, None, ("(line)", "malformed JSON: nested too deeply"), truncate(text))
             continue
+        bad = _lone_surrogate(value) if b"\\u" in raw else None
+        if bad:
+            yield RawRow(i, None, bad, truncate(text))
+            continue
         yield RawRow(i, value, raw=None)
 
 
@@ -178,7 +186,30 @@ def _json_array_rows(p: Path, data: bytes) -> Iterator[RawRow]:
     if not isinstance(values, list):
         raise SourceError(f"{p}: a JSON file must hold a list of rows (or be JSON lines)")
     for i, value in enumerate(values, start=1):
-        yield RawRow(i, value)
+        bad = _lone_surrogate(value)
+        yield RawRow(i, None, bad, truncate(json.dumps(value))) if bad else RawRow(i, value)
+
+
+def _lone_surrogate(value: Any, field: str = "(row)") -> tuple[str, str] | None:
+    """(field, reason) when a string holds an unpaired surrogate escape (e.g. "\\ud800"): JSON allows
+    it, but it is not Unicode text and cannot be stored as UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return field, f"not valid Unicode: lone surrogate {value[exc.start]!r} at character {exc.start}"
+        return None
+    if isinstance(value, dict):
+        items = ((k if field == "(row)" else f"{field}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{field}[{j}]", v) for j, v in enumerate(value))
+    else:
+        return None
+    for key, v in items:
+        found = _lone_surrogate(key, str(key)) or _lone_surrogate(v, str(key))
+        if found:
+            return found
+    return None
 
 
 # ---------------------------------------------------------------- Arrow-backed readers
@@ -205,20 +236,55 @@ def _parquet_reader(p: Path) -> Reader:
 
 
 def _csv_reader(p: Path, delimiter: str) -> Reader:
-    """CSV / TSV with a header row; every cell is read as a string (prompts-only files, mostly)."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
+    """CSV / TSV with a header row; every cell is a string (prompts-only files, mostly).
 
+    Read row by row so that a ragged row (more or fewer cells than the header) or a row that is not
+    UTF-8 is quarantined with its line number instead of rejecting the file.
+    """
+    data = _read_bytes(p)
+    text = data.decode("utf-8", errors="surrogateescape")
+    lines = io.StringIO(text, newline="")
     try:
-        header = pacsv.open_csv(p, parse_options=pacsv.ParseOptions(delimiter=delimiter)).schema.names
-        reader = pacsv.open_csv(
-            p,
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header}),
-        )
-    except Exception as exc:  # ArrowInvalid: bad quoting, not UTF-8, ...
-        raise SourceError(f"{p}: unreadable CSV: {exc}") from exc
-    return Reader("csv", str(p), _arrow_rows(reader))
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise SourceError(f"{p}: unreadable CSV header: {exc}") from exc
+    if not header or not any(h.strip() for h in header):
+        raise SourceError(f"{p}: the first line must be a header naming the columns")
+    if _lone_surrogate(header):
+        raise SourceError(f"{p}: line 1 (the header) is not valid UTF-8")
+    return Reader("csv", str(p), _csv_rows(reader, header))
+
+
+def _csv_rows(reader: Any, header: list[str]) -> Iterator[RawRow]:
+    line = reader.line_num
+    while True:
+        first = line + 1  # a quoted cell may span lines: a row is named by its first line
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = reader.line_num
+            yield RawRow(first, None, ("(line)", f"malformed CSV: {exc}"))
+            continue
+        line = reader.line_num
+        shown = truncate(",".join(cells).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        if not cells or (len(cells) == 1 and not cells[0].strip(JSON_SPACE)):
+            yield RawRow(first, _BLANK)
+            continue
+        if len(cells) != len(header):
+            yield RawRow(first, None, ("(line)", f"ragged row: {len(cells)} cells, the header has {len(header)}"), shown)
+            continue
+        for name, cell in zip(header, cells):
+            try:
+                cell.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                byte = ord(cell[exc.start]) - 0xDC00
+                yield RawRow(first, None, (name, f"not valid UTF-8: byte {byte:#04x}"), shown)
+                break
+        else:
+            yield RawRow(first, dict(zip(header, cells)))
 
 
 def _pick_split(label: str, splits: list[str], split: str | None) -> str:
