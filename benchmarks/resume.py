@@ -45,7 +45,7 @@ def main() -> None:
             "generate": {"backend": "transformers", "model": str(policy), "n": 4, "sampling": {"max_tokens": 16}},
             "score": [{"kind": "reward_model", "name": "rm", "model": str(rm)}],
             "pairs": {"builder": "best_worst", "score": "rm"},
-            "select": [{"kind": "length", "budget": budget}],
+            "select": [{"kind": "length", "fraction": budget}],
         }))
         return load_recipe(path)
 

@@ -235,7 +235,7 @@ def bench_selector_overhead(n: int) -> dict:
     pool = pl.DataFrame({"pair_id": [f"p{i}" for i in range(n)], "prompt": [f"item-{i}" for i in range(n)],
                          "margin": np.random.default_rng(1).normal(size=n)})
     ctx = SelectionContext(id_column="pair_id", embed=lambda texts: x[[int(t[5:]) for t in texts]])
-    sel = SELECTORS.build("kmq", {"kind": "kmq", "k": 256, "budget": 0.05})
+    sel = SELECTORS.build("kmq", {"kind": "kmq", "k": 256, "fraction": 0.05})
     d, t = timed(sel.select, pool, ctx)
     return {"n": n, "kmq_select_s": t, "rows": d.height}
 

@@ -5,10 +5,14 @@ Nothing is deleted: every step writes one decision row per pool item (stage
 `not_considered`, so "kept iff all decisions keep it" holds. Flips from a noise step are
 applied before the next step sees the pairs.
 
-Every step also reports a random control: a uniform subset of the same size drawn from the
-step's input with the step's seed, measured the same way as the selection (coverage of prompt
-clusters, or of prompts when there are no embeddings; mean margin; length balance), so a
-user sees whether the selector did anything a coin would not.
+Every step also reports a random control: `control_draws` uniform subsets of the same size
+(distinct items kept) drawn from the step's input, with seeds of their own (never the
+selector's, so a `random` step is not its own control), each measured the same way as the
+selection: coverage of prompt clusters (or of prompts when there are no embeddings), mean
+margin and length balance, weighted by the decisions' weights for the selection, and the
+selector's own objective (MIG's information, SIFT's posterior variance, FiFA's importance,
+kMQ's cluster coverage). The control reports each figure's mean, standard deviation and the
+central 95% of its draws, so a user sees whether the selector did anything a coin would not.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def apply_selectors(
     embed: Any = "default",
     coverage: Literal["auto", "clusters", "prompts"] = "auto",
     allow_empty: bool = False,
+    control_draws: int = 20,
 ) -> SelectionResult:
     """Run the selectors in order and report each step beside its random control.
 
@@ -70,7 +75,7 @@ def apply_selectors(
     and `embed` ("default": the project embedder, loaded only if a step needs it).
     `coverage`: "clusters" = k-means on prompt embeddings, "prompts" = distinct prompts,
     "auto" = clusters when the context has an embedder. A selection that keeps nothing raises
-    (unless `allow_empty`), with the per-step counts.
+    (unless `allow_empty`), with the per-step counts. `control_draws`: random subsets per step.
     """
     selectors = build_selectors(configs)
     if context is None:
@@ -85,7 +90,7 @@ def apply_selectors(
     ids = context.ids(pool)
     if len(set(ids)) != len(ids):
         raise SelectionError(f"select: the pool has duplicate {context.id_column} values; ids must be unique")
-    clusters = _prompt_clusters(pool, context, coverage, seed=selectors[0].config.seed if selectors else 0)
+    clusters = _prompt_clusters(pool, context, coverage, seed=0)  # a fixed ruler, whatever the selectors' seeds
 
     frames: list[pl.DataFrame] = []
     steps: list[dict[str, Any]] = []
@@ -100,9 +105,9 @@ def apply_selectors(
             raise SelectionError(f"{stage}: every item was dropped before this step: {_counts(steps)}")
         log.info("%s: %d items in", stage, step_pool.height)
         decided = selector.select(step_pool, step_ctx)
-        _check_decisions(decided, step_ctx.ids(step_pool), stage)
         kept_here = decided["kept"].to_numpy()
-        steps.append(_step_report(selector, stage, step_pool, decided, context, clusters[idx] if clusters is not None else None))
+        steps.append(_step_report(selector, i, stage, step_pool, decided,
+                                  clusters[idx] if clusters is not None else None, control_draws))
         frames.append(_with_unconsidered(decided, ids, alive, stage))
         if context.pool_kind == "pairs" and decided["flip"].any():
             from curation.selectors.noise import apply_flips
@@ -126,11 +131,6 @@ def apply_selectors(
 
 def _counts(steps: list[dict[str, Any]]) -> str:
     return "; ".join(f"{s['stage']} kept {s['kept']} of {s['input']} ({s['reasons']})" for s in steps) or "no steps"
-
-
-def _check_decisions(decided: pl.DataFrame, ids: list[str], stage: str) -> None:
-    if decided["target_id"].to_list() != ids:
-        raise SelectionError(f"{stage}: the selector must return one decision per input item, in order")
 
 
 def _with_unconsidered(decided: pl.DataFrame, ids: list[str], alive: np.ndarray, stage: str) -> pl.DataFrame:
@@ -173,8 +173,24 @@ def _prompt_clusters(pool: pl.DataFrame, context: SelectionContext, coverage: st
     return np.array([of_prompt[p] for p in prompt_ids])
 
 
-def subset_metrics(pool: pl.DataFrame, rows: np.ndarray, clusters: np.ndarray | None) -> dict[str, Any]:
-    """Coverage, mean margin and length balance of `pool[rows]` (measured against `pool`)."""
+CONTROL_ENTROPY = 0x5E1EC7  # root of the control draws' seeds: fixed, and no selector's seed
+
+
+def control_seeds(step: int, draws: int) -> list[np.random.Generator]:
+    """Independent generators for the random control of step `step` (reproducible, selector-independent)."""
+    root = np.random.SeedSequence(CONTROL_ENTROPY, spawn_key=(step,))
+    return [np.random.default_rng(s) for s in root.spawn(draws)]
+
+
+def subset_metrics(
+    pool: pl.DataFrame, rows: np.ndarray, clusters: np.ndarray | None, weights: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Coverage, mean margin and length balance of `pool[rows]` (measured against `pool`).
+
+    Means are weighted by `weights` (the decisions' weights: repeats, importance) when given;
+    coverage counts the distinct rows.
+    """
+    w = np.ones(rows.size) if weights is None else np.asarray(weights, dtype=np.float64)
     out: dict[str, Any] = {"size": int(rows.size)}
     if clusters is not None:
         out["cluster_coverage"] = len(set(clusters[rows].tolist())) / max(len(set(clusters.tolist())), 1)
@@ -182,37 +198,67 @@ def subset_metrics(pool: pl.DataFrame, rows: np.ndarray, clusters: np.ndarray | 
     out["prompt_coverage"] = prompts[rows.tolist()].n_unique() / max(prompts.n_unique(), 1) if rows.size else 0.0
     if "margin" in pool.columns:
         m = pool.get_column("margin").cast(pl.Float64).to_numpy()[rows]
-        m = m[np.isfinite(m)]
-        out["mean_margin"] = float(m.mean()) if m.size else None
+        ok = np.isfinite(m)
+        out["mean_margin"] = float(np.average(m[ok], weights=w[ok])) if ok.any() else None
     if "chosen" in pool.columns and "rejected" in pool.columns and rows.size:
         c = np.array([len(t or "") for t in pool["chosen"].to_list()], dtype=np.float64)[rows]
         r = np.array([len(t or "") for t in pool["rejected"].to_list()], dtype=np.float64)[rows]
-        out["chosen_longer"] = float((c > r).mean())
-        out["mean_length_diff"] = float((c - r).mean())
+        out["chosen_longer"] = float(np.average(c > r, weights=w))
+        out["mean_length_diff"] = float(np.average(c - r, weights=w))
     elif "text" in pool.columns and rows.size:
-        out["mean_length"] = float(np.array([len(t or "") for t in pool["text"].to_list()])[rows].mean())
+        out["mean_length"] = float(np.average(np.array([len(t or "") for t in pool["text"].to_list()])[rows], weights=w))
+    return out
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    """Mean, standard deviation and the central 95% of the control draws' values."""
+    v = np.asarray(values, dtype=np.float64)
+    lo, hi = np.quantile(v, [0.025, 0.975])
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "ci95": [float(lo), float(hi)]}
+
+
+def random_control(
+    pool: pl.DataFrame, size: int, clusters: np.ndarray | None, selector: Selector, step: int, draws: int
+) -> dict[str, Any]:
+    """`draws` uniform subsets of `size` rows: each metric's (and the objective's) mean, std and 95% interval."""
+    per_draw: list[dict[str, Any]] = []
+    objective: list[float] = []
+    for rng in control_seeds(step, draws):
+        rows = np.sort(rng.permutation(pool.height)[:size])
+        per_draw.append(subset_metrics(pool, rows, clusters))
+        value = selector.objective(rows) if selector.objective_name else None
+        if value is not None:
+            objective.append(value)
+    out: dict[str, Any] = {"draws": draws, "size": size}
+    for key in per_draw[0]:
+        values = [d[key] for d in per_draw if d.get(key) is not None]
+        if key != "size" and values:
+            out[key] = _spread(values)
+    if objective:
+        out["objective"] = _spread(objective)
     return out
 
 
 def _step_report(
     selector: Selector,
+    step: int,
     stage: str,
     step_pool: pl.DataFrame,
     decided: pl.DataFrame,
-    context: SelectionContext,
     clusters: np.ndarray | None,
+    control_draws: int,
 ) -> dict[str, Any]:
-    from curation.selectors.random_subset import random_indices
-
-    kept = np.flatnonzero(decided["kept"].to_numpy())
+    kept_mask = decided["kept"].to_numpy()
+    kept = np.flatnonzero(kept_mask)
     n = step_pool.height
-    cfg = selector.config
-    budget = None
-    if cfg.budget is not None:
-        requested = round(cfg.budget * n) if cfg.budget < 1 else int(cfg.budget)
-        budget = {"requested": cfg.budget, "resolved": context.budget(cfg, n), "clipped": requested > n}
+    budget = selector.config.resolve_budget(n)
+    warnings = []
+    if budget is not None and budget.clipped:
+        warnings.append(f"budget {budget.requested} exceeds the {n} items this step saw; it kept at most {n}")
     reasons = decided.filter(~pl.col("kept"))["reason"].value_counts(sort=True)
-    control = np.sort(random_indices(n, kept.size, cfg.seed))
+    selection = subset_metrics(step_pool, kept, clusters, decided["weight"].to_numpy()[kept])
+    if selector.objective_name:
+        selection["objective"] = selector.objective(kept, decided["weight"].to_numpy()[kept])
     return {
         "stage": stage,
         "kind": selector.name,
@@ -223,8 +269,12 @@ def _step_report(
         "flipped": int(decided["flip"].sum()),
         "soft_labelled": int(decided["epsilon"].is_not_null().sum()),
         "reasons": dict(zip(reasons["reason"].to_list(), reasons["count"].to_list())),
-        "budget": budget,
-        "selection": subset_metrics(step_pool, kept, clusters),
-        "random_control": subset_metrics(step_pool, control, clusters),
+        "budget": None if budget is None else {"requested": budget.requested, "resolved": budget.resolved,
+                                               "clipped": budget.clipped},
+        "warnings": warnings,
+        "objective": selector.objective_name,
+        "selection": selection,
+        "random_control": random_control(step_pool, int(kept.size), clusters, selector, step, control_draws)
+        if kept.size and control_draws > 0 else None,
         "selector": getattr(selector, "report", None),  # its own summary (e.g. MIG's label source)
     }

@@ -65,28 +65,70 @@ def test_steps_chain_and_every_item_gets_a_row_per_step():
     assert res.kept(pool).height == 10
 
 
-def test_every_step_reports_a_same_size_random_control():
+def test_every_step_reports_a_same_size_random_control_with_a_spread():
     pool = make_pool()
     res = apply_selectors(pool, [{"kind": "top_k", "budget": 24}], embed=None)
     step = res.report["steps"][0]
-    assert step["selection"]["size"] == step["random_control"]["size"] == 24
+    control = step["random_control"]
+    assert step["selection"]["size"] == control["size"] == 24 and control["draws"] == 20
     for key in ("prompt_coverage", "mean_margin", "chosen_longer", "mean_length_diff"):
-        assert key in step["selection"] and key in step["random_control"]
-    # the selector did something a coin would not: a far higher mean margin
-    assert step["selection"]["mean_margin"] > step["random_control"]["mean_margin"] + 0.5
+        assert key in step["selection"] and set(control[key]) == {"mean", "std", "ci95"}
     margins = pool["margin"].to_numpy()
     assert step["selection"]["mean_margin"] == pytest.approx(np.sort(margins)[-24:].mean())
+    # the control is 20 uniform draws of 24: its mean margin sits near the pool's, with the
+    # spread of a sample mean, and top-k lies far above its 95% interval
+    spread = control["mean_margin"]
+    assert abs(spread["mean"] - margins.mean()) < 3 * margins.std() / np.sqrt(24 * 20)
+    assert 0.3 * margins.std() / np.sqrt(24) < spread["std"] < 2 * margins.std() / np.sqrt(24)
+    assert spread["ci95"][0] < spread["mean"] < spread["ci95"][1] < step["selection"]["mean_margin"]
     assert res.report["coverage"] == "prompts"
 
 
-def test_cluster_coverage_with_embeddings_and_a_random_step_equals_its_control():
+def test_a_random_step_is_not_its_own_control():
+    """The control's draws are seeded independently of the selector: a random step lands inside
+    their interval instead of equalling them (the old control reused the step's seed)."""
     pool = make_pool()
     ctx = SelectionContext("pair_id", embed=prompt_embed)
-    res = apply_selectors(pool, [{"kind": "random", "budget": 12, "seed": 5}], ctx)
+    for seed in (5, 42):
+        res = apply_selectors(pool, [{"kind": "random", "budget": 30, "seed": seed}], ctx)
+        step = res.report["steps"][0]
+        assert res.report["coverage"] == "clusters"
+        control = step["random_control"]
+        assert control["mean_margin"]["std"] > 0 and control["cluster_coverage"]["ci95"][0] <= 1
+        lo, hi = control["mean_margin"]["ci95"]
+        assert lo <= step["selection"]["mean_margin"] <= hi
+        assert step["selection"]["mean_margin"] != control["mean_margin"]["mean"]
+    # the control does not move with the selector's seed
+    a = apply_selectors(pool, [{"kind": "random", "budget": 30, "seed": 1}], ctx).report["steps"][0]["random_control"]
+    b = apply_selectors(pool, [{"kind": "random", "budget": 30, "seed": 2}], ctx).report["steps"][0]["random_control"]
+    assert a == b
+
+
+def test_selection_metrics_are_weighted_by_the_decisions_weights():
+    pool = make_pool(n=60, n_prompts=20)
+    ctx = SelectionContext("pair_id", embed=prompt_embed)
+    res = apply_selectors(pool, [{"kind": "kmq", "k": 6, "budget": 40, "replace": True, "seed": 3}], ctx)
+    d = res.decisions.filter(pl.col("kept"))
+    kept = [int(t[1:]) for t in d["target_id"].to_list()]  # pair id x007 is pool row 7
+    w = d["weight"].to_numpy()
+    assert w.max() > 1  # drawn with replacement: some items count more than once
+    margins = pool["margin"].to_numpy()[kept]
     step = res.report["steps"][0]
-    assert res.report["coverage"] == "clusters"
-    assert 0 < step["selection"]["cluster_coverage"] <= 1
-    assert step["selection"] == step["random_control"]  # same seed, same draw
+    assert step["selection"]["mean_margin"] == pytest.approx(np.average(margins, weights=w))
+    assert step["selection"]["mean_margin"] != pytest.approx(margins.mean())
+
+
+def test_each_selectors_objective_is_reported_for_selection_and_control():
+    pool = make_pool()
+    ctx = SelectionContext("pair_id", embed=prompt_embed)
+    res = apply_selectors(pool, [{"kind": "kmq", "k": 6, "budget": 12}], ctx)
+    step = res.report["steps"][0]
+    assert step["objective"] == "cluster_coverage"
+    assert step["selection"]["objective"] == 1.0  # 12 over 6 clusters: every cluster gets two
+    control = step["random_control"]["objective"]
+    assert control["mean"] < 1.0 and control["ci95"][0] < 1.0
+    top = apply_selectors(pool, [{"kind": "top_k", "budget": 12}], ctx).report["steps"][0]
+    assert top["objective"] is None and "objective" not in top["random_control"]
 
 
 def test_flips_from_a_noise_step_reach_the_next_step():
@@ -133,8 +175,35 @@ def test_empty_pool_and_everything_dropped_raise():
 def test_budget_larger_than_the_pool_is_clipped_and_reported():
     pool = make_pool(n=10, n_prompts=5)
     res = apply_selectors(pool, [{"kind": "top_k", "budget": 50}], embed=None)
-    assert res.report["steps"][0]["budget"] == {"requested": 50.0, "resolved": 10, "clipped": True}
+    step = res.report["steps"][0]
+    assert step["budget"] == {"requested": 50, "resolved": 10, "clipped": True}
+    assert step["warnings"] == ["budget 50 exceeds the 10 items this step saw; it kept at most 10"]
     assert len(res.kept_ids) == 10
+    fits = apply_selectors(pool, [{"kind": "top_k", "budget": "50%"}], embed=None).report["steps"][0]
+    assert fits["budget"] == {"requested": "50%", "resolved": 5, "clipped": False} and fits["warnings"] == []
+
+
+@pytest.mark.parametrize(("written", "kept"), [({"budget": 3}, 3), ({"budget": "30%"}, 3), ({"budget": "100%"}, 10),
+                                               ({"fraction": 0.3}, 3), ({"fraction": 1.0}, 10), ({"budget": 1}, 1)])
+def test_budget_is_a_count_a_percentage_or_a_fraction(written, kept):
+    pool = make_pool(n=10, n_prompts=5)
+    assert len(apply_selectors(pool, [{"kind": "top_k", **written}], embed=None).kept_ids) == kept
+
+
+@pytest.mark.parametrize("written", [{"budget": 1.0}, {"budget": 0.5}, {"budget": "150%"}, {"budget": "half"},
+                                     {"budget": 0}, {"fraction": 1.5}, {"budget": 3, "fraction": 0.5}])
+def test_ambiguous_or_bad_budgets_are_refused_when_the_step_is_built(written):
+    pool = make_pool(n=10, n_prompts=5)
+    with pytest.raises(ValueError, match="budget|fraction"):
+        apply_selectors(pool, [{"kind": "top_k", **written}], embed=None)
+
+
+def test_selectors_without_a_budget_refuse_one_and_those_that_need_one_say_so():
+    pool = make_pool(n=10, n_prompts=5)
+    with pytest.raises(SelectionError, match="dedup takes no budget"):
+        apply_selectors(pool, [{"kind": "dedup", "budget": 3}], embed=None)
+    with pytest.raises(SelectionError, match="random needs a budget"):
+        apply_selectors(pool, [{"kind": "random"}], embed=None)
 
 
 def test_duplicate_ids_are_refused():
@@ -145,7 +214,7 @@ def test_duplicate_ids_are_refused():
 
 def test_deterministic_for_a_seed():
     pool = make_pool()
-    steps = [{"kind": "random", "budget": 0.5, "seed": 3}, {"kind": "length", "budget": 20}]
+    steps = [{"kind": "random", "fraction": 0.5, "seed": 3}, {"kind": "length", "budget": 20}]
     a = apply_selectors(pool, steps, embed=None)
     b = apply_selectors(pool, steps, embed=None)
     assert a.decisions.equals(b.decisions) and a.report == b.report

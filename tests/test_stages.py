@@ -22,7 +22,7 @@ def _existing(shared_data: Path, budget: float = 0.5) -> dict:
     return {
         "name": "pandalm-small",
         "sources": [{"path": str(shared_data / "pandalm_testset.jsonl.gz"), "limit": 120}],
-        "select": [{"kind": "dedup", "method": "exact"}, {"kind": "length", "budget": budget}],
+        "select": [{"kind": "dedup", "method": "exact"}, {"kind": "length", "fraction": budget}],
     }
 
 
@@ -75,7 +75,7 @@ def test_until_stops_before_publish(tmp_path, shared_data):
 
 def test_stage_failure_names_the_stage_and_keeps_finished_work(tmp_path, shared_data):
     data = _existing(shared_data)
-    data["select"] = [{"kind": "kmq", "k": 4, "budget": 0.5}]  # human pairs have no margin for kMQ's quality
+    data["select"] = [{"kind": "kmq", "k": 4, "fraction": 0.5}]  # human pairs have no margin for kMQ's quality
     recipe = load_recipe(_recipe(tmp_path, data))
     with pytest.raises(StageError, match=r"stage select: .*margin"):
         run_recipe(recipe, tmp_path / "catalog")

@@ -3,24 +3,82 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Literal, Sequence
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from curation import schema
 from curation.registry import Component, ComponentConfig
 
+log = logging.getLogger(__name__)
+
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A step's budget resolved against its pool: `clipped` when a count asked for more than the pool."""
+
+    requested: int | str  # as written: 500, "50%", or "fraction 0.5"
+    resolved: int
+    clipped: bool
+
 
 class SelectorConfig(ComponentConfig):
-    """Fields every selector shares. `budget`: an item count, or a fraction of the pool if < 1."""
+    """Fields every selector shares.
+
+    `budget`: an item count (`budget: 500`) or a percentage of the pool (`budget: 50%`);
+    `fraction`: the same share written as a number in (0, 1] (`fraction: 0.5`). At most one.
+    A bare decimal budget is refused: `budget: 1.0` could mean one item or the whole pool.
+    """
 
     kind: str
-    budget: float | None = Field(None, gt=0)
+    budget: int | str | None = None
+    fraction: float | None = Field(None, gt=0.0, le=1.0)
     seed: int = 42
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _count_or_percentage(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, bool) or isinstance(v, float):
+            raise ValueError(
+                f"budget {v!r} is ambiguous: write a count (budget: 500), a percentage (budget: 50%) "
+                "or a share (fraction: 0.5)"
+            )
+        if isinstance(v, int):
+            if v < 1:
+                raise ValueError(f"budget {v} must be a count of at least 1")
+            return v
+        if isinstance(v, str):
+            m = _PERCENT.fullmatch(v.strip())
+            if m is None or not 0 < float(m.group(1)) <= 100:
+                raise ValueError(f"budget {v!r} is neither a count (500) nor a percentage in (0, 100] (50%)")
+            return f"{float(m.group(1)):g}%"
+        raise ValueError(f"budget must be a count or a percentage, got {type(v).__name__}")
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "SelectorConfig":
+        if self.budget is not None and self.fraction is not None:
+            raise ValueError(f"give either budget ({self.budget}) or fraction ({self.fraction}), not both")
+        return self
+
+    def resolve_budget(self, pool_size: int) -> Budget | None:
+        """The budget as an item count for a pool of `pool_size` (a share rounds, at least 1); None when unset."""
+        if isinstance(self.budget, int):
+            return Budget(self.budget, min(self.budget, pool_size), self.budget > pool_size)
+        share = float(self.budget[:-1]) / 100 if isinstance(self.budget, str) else self.fraction
+        if share is None:
+            return None
+        written = self.budget if isinstance(self.budget, str) else f"fraction {share:g}"
+        return Budget(written, max(1, min(pool_size, round(share * pool_size))), False)
 
 
 class SelectionError(ValueError):
@@ -44,15 +102,6 @@ class SelectionContext:
     embed: Callable[[list[str]], np.ndarray] | None = None
     stage: str = "select"
     cache: dict = field(default_factory=dict)
-
-    def budget(self, config: SelectorConfig, pool_size: int) -> int:
-        """Resolve `budget` (count or fraction) against the pool; the whole pool when unset."""
-        if pool_size == 0:
-            raise SelectionError(f"{self.stage}: the pool is empty; nothing to select from")
-        if config.budget is None:
-            return pool_size
-        n = round(config.budget * pool_size) if config.budget < 1 else int(config.budget)
-        return max(1, min(n, pool_size))
 
     # ------------------------------------------------------------ what selectors ask for
 
@@ -207,19 +256,26 @@ def response_texts(pool: pl.DataFrame) -> list[str]:
 class Selector(Component):
     """Decides, for every item of a pool, whether it is kept (and with which rank, weight, flip, epsilon).
 
-    `select(pool, context)` returns a frame of the `decisions` table with exactly one row per
-    pool item, in pool order, `stage` = `context.stage`. Deterministic for a seed. Checks that
-    can fail (missing scores, embeddings, bad budgets) run before heavy work.
+    `select(pool, context)` is the template every selector shares: it checks the pool (not
+    empty, a kind this selector handles) and the budget (required, optional or refused, per
+    `budget_use`), calls the subclass's `decide(pool, context, budget)` and checks what comes
+    back: a frame of the `decisions` table with exactly one row per pool item, in pool order,
+    `stage` = `context.stage`, positive finite weights, and no more kept items than the budget.
+    Deterministic for a seed. Checks that can fail (missing scores, embeddings) run before
+    heavy work.
+
+    `objective(rows, weights)` is the selector's own objective measured on rows of the pool it
+    last decided on (MIG's information, SIFT's posterior variance, ...), so that a selection
+    and a random control can be compared on it; None for selectors without one.
     """
 
     Config: type[SelectorConfig] = SelectorConfig  # type: ignore[assignment]
     pool_kinds: ClassVar[tuple[str, ...]] = ("pairs", "candidates")
+    budget_use: ClassVar[Literal["required", "optional", "none"]] = "optional"
+    objective_name: ClassVar[str | None] = None  # what `objective` measures (None: nothing)
 
     def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        raise NotImplementedError
-
-    def check_pool(self, pool: pl.DataFrame, context: SelectionContext) -> None:
-        """Empty pools and pool kinds this selector cannot handle raise `SelectionError`."""
+        """Check pool and budget, run `decide`, check its decisions."""
         if pool.height == 0:
             raise SelectionError(f"{context.stage}: the pool is empty; nothing to select from")
         if context.pool_kind not in self.pool_kinds:
@@ -227,6 +283,41 @@ class Selector(Component):
                 f"{context.stage}: selector {self.name!r} works on {' or '.join(self.pool_kinds)} pools, "
                 f"not on a {context.pool_kind} pool"
             )
+        ids = context.ids(pool)
+        budget = self.config.resolve_budget(pool.height)
+        if budget is None and self.budget_use == "required":
+            raise SelectionError(
+                f"{context.stage}: {self.name} needs a budget (budget: 500, budget: 50% or fraction: 0.5)"
+            )
+        if budget is not None and self.budget_use == "none":
+            raise SelectionError(f"{context.stage}: {self.name} takes no budget; remove `budget`/`fraction`")
+        if budget is not None and budget.clipped:
+            log.warning("%s: budget %s exceeds the pool of %d; keeping at most %d", context.stage,
+                        budget.requested, pool.height, budget.resolved)
+        decided = self.decide(pool, context, budget.resolved if budget is not None else None)
+        self._check_decisions(decided, ids, context, budget)
+        return decided
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
+        """The selector's own work on a checked pool; `budget` is an item count (None when unset)."""
+        raise NotImplementedError
+
+    def objective(self, rows: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+        """This selector's objective for `rows` (indices into the pool last decided on); None: none."""
+        return None
+
+    def _check_decisions(self, decided: pl.DataFrame, ids: list[str], context: SelectionContext, budget: Budget | None) -> None:
+        where = f"{context.stage}: selector {self.name!r}"
+        if decided.height != len(ids) or decided["target_id"].to_list() != ids:
+            raise SelectionError(f"{where} must return one decision per pool item, in pool order")
+        if decided["stage"].n_unique() != 1 or decided["stage"][0] != context.stage:
+            raise SelectionError(f"{where} returned decisions for stage(s) {decided['stage'].unique().to_list()}")
+        kept = decided.filter(pl.col("kept"))
+        w = kept["weight"].to_numpy()
+        if not (np.isfinite(w) & (w > 0)).all():
+            raise SelectionError(f"{where} gave a kept item a weight that is not positive and finite")
+        if budget is not None and kept.height > budget.resolved:
+            raise SelectionError(f"{where} kept {kept.height} items over a budget of {budget.resolved}")
 
 
 def decisions(

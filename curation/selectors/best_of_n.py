@@ -25,8 +25,9 @@ class BestOfN(Selector):
         score: str
         n: int = Field(1, ge=1)
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
+    budget_use = "none"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         ids = context.ids(pool)
         values = context.values(self.config.score, ids)
         groups: dict[str, list[int]] = {}

@@ -56,6 +56,10 @@ def shingles(text: str, size: int) -> set[bytes]:
 
 @SELECTORS.register("dedup")
 class Dedup(Selector):
+    """Drop exact, near (MinHash) or semantic (cosine ≥ threshold, by radius search) duplicates."""
+
+    version = "2"  # semantic: radius search (was: 16 nearest neighbours)
+
     class Config(SelectorConfig):
         method: Literal["exact", "minhash", "semantic"] = "exact"
         field: Field_ = "auto"
@@ -63,12 +67,11 @@ class Dedup(Selector):
         threshold: float = Field(0.8, gt=0, le=1)  # Jaccard (minhash) or cosine (semantic)
         num_perm: int = Field(128, ge=16)
         shingle_words: int = Field(3, ge=1)
-        neighbors: int = Field(16, ge=1)  # semantic: nearest neighbours examined per item
+        block: int = Field(4096, ge=1)  # semantic: items per radius search (bounds memory)
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
-        if self.config.budget is not None:
-            raise SelectionError(f"{context.stage}: dedup has no budget; it drops duplicates only (remove `budget`)")
+    budget_use = "none"  # it drops duplicates only
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         ids = context.ids(pool)
         texts = dedup_texts(pool, self.config.field)
         method = {"exact": self._exact, "minhash": self._minhash, "semantic": self._semantic}[self.config.method]
@@ -110,29 +113,31 @@ class Dedup(Selector):
         return of, sims
 
     def _semantic(self, texts: list[str], context: SelectionContext):
+        """Radius search: every earlier item at cosine ≥ threshold is found, however many there are."""
         import faiss
 
         emb = np.ascontiguousarray(context.embeddings(texts), dtype=np.float32)
         faiss.normalize_L2(emb)
         index = faiss.IndexFlatIP(emb.shape[1])
         index.add(emb)
-        k = min(self.config.neighbors + 1, len(texts))
-        sims, nbrs = index.search(emb, k)
+        threshold = self.config.threshold
+        radius = float(np.nextafter(np.float32(threshold), np.float32(-np.inf)))  # faiss keeps sim > radius
         kept = np.zeros(len(texts), dtype=bool)
         of: list[int | None] = []
         out_sims: list[float | None] = []
-        for i in range(len(texts)):
-            match = None
-            for s, j in zip(sims[i], nbrs[i]):
-                if s < self.config.threshold:
-                    break
-                if j < i and kept[j] and (match is None or j < match[0]):
-                    match = (int(j), float(s))
-            if match is None:
-                kept[i] = True
-                of.append(None)
-                out_sims.append(None)
-            else:
-                of.append(match[0])
-                out_sims.append(min(match[1], 1.0))
+        for start in range(0, len(texts), self.config.block):
+            lims, sims, nbrs = index.range_search(emb[start : start + self.config.block], radius)
+            for t in range(lims.size - 1):
+                i = start + t
+                s, j = sims[lims[t] : lims[t + 1]], nbrs[lims[t] : lims[t + 1]]
+                earlier = (j < i) & (s >= threshold)
+                earlier[earlier] = kept[j[earlier]]
+                if not earlier.any():
+                    kept[i] = True
+                    of.append(None)
+                    out_sims.append(None)
+                    continue
+                first = int(np.argmin(np.where(earlier, j, len(texts))))
+                of.append(int(j[first]))
+                out_sims.append(min(float(s[first]), 1.0))
         return of, out_sims

@@ -94,11 +94,10 @@ class Deita(Selector):
         block: int = Field(1024, ge=1)
         embed: EmbedWhat = "prompt"
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         cfg = self.config
-        self.check_pool(pool, context)
         n = pool.height
-        budget = context.budget(cfg, n)
+        budget = n if budget is None else budget
         score = quality(pool, context, cfg.quality)
         if cfg.complexity:
             score = score * quality(pool, context, cfg.complexity)

@@ -1,9 +1,9 @@
 """FiFA: filter feedback by importance (Yang et al., ICLR 2025, arXiv 2410.10166; spec §3).
 
 Each pair is scored independently, I = z(M) + α·z(Q) + γ·z(D): M the reward margin, Q an
-optional prompt-quality score, D = log(distance to the prompt's k-th nearest neighbour in the
-pool + ε), a Kozachenko–Leonenko-style entropy contribution. The top-K by I are kept (ties:
-lowest index). The official code is not available: z-normalisation, k = 5 and α = γ = 1 are
+optional prompt-quality score, D = log(distance from the pair's prompt to its k-th nearest
+other distinct prompt + ε), a Kozachenko–Leonenko-style entropy contribution. The top-K by I
+are kept (ties: lowest index). The official code is not available: z-normalisation, k = 5 and α = γ = 1 are
 the spec's toolkit defaults until verified, and every one of them is a config field.
 """
 
@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import Field
 
 from curation.selectors import SELECTORS
-from curation.selectors._inputs import EmbedWhat, item_embeddings, l2_normalize, quality
+from curation.selectors._inputs import EmbedWhat, item_embeddings, item_texts, l2_normalize, quality
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
 
 FLAT_LIMIT = 100_000  # above this, "auto" uses an IVF index (exact search is O(n²))
@@ -84,9 +84,17 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 
 @SELECTORS.register("fifa")
 class FiFA(Selector):
-    """Top-K pairs by FiFA importance; `detail` holds the three terms and I."""
+    """Top-K pairs by FiFA importance; `detail` holds the three terms and I.
+
+    The diversity term is measured over distinct prompts (spec §3.4: one embedding per unique
+    prompt): every pair of a prompt gets its prompt's k-th neighbour distance among the other
+    prompts. Over pool rows instead, a prompt with k or more other pairs would find its own
+    copies at distance 0, and with several pairs per prompt FiFA would reduce to top-K by margin.
+    """
 
     pool_kinds = ("pairs", "candidates")
+    version = "2"  # distances over distinct prompts (was: over pool rows)
+    objective_name = "mean_importance"
 
     class Config(SelectorConfig):
         margin: str = "margin"
@@ -100,24 +108,33 @@ class FiFA(Selector):
         nprobe: int = Field(8, ge=1)
         embed: EmbedWhat = "prompt"
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         cfg = self.config
-        self.check_pool(pool, context)
         n = pool.height
-        if cfg.k >= n:
-            raise SelectionError(f"{context.stage}: fifa k={cfg.k} neighbours needs more than {cfg.k} items; pool has {n}")
-        budget = context.budget(cfg, n)
+        texts = item_texts(pool, cfg.embed)
+        distinct: dict[str, int] = {}
+        of_item = np.fromiter((distinct.setdefault(t, len(distinct)) for t in texts), dtype=np.int64, count=n)
+        if cfg.k >= len(distinct):
+            raise SelectionError(
+                f"{context.stage}: fifa k={cfg.k} neighbours needs more than {cfg.k} distinct prompts; "
+                f"the pool has {len(distinct)} (in {n} items)"
+            )
+        size = n if budget is None else budget
         m = quality(pool, context, cfg.margin)
         q = quality(pool, context, cfg.prompt_quality) if cfg.prompt_quality else None
-        x = l2_normalize(item_embeddings(pool, context, cfg.embed))
-        log_d = np.log(kth_neighbour_distance(x, cfg.k, index=cfg.knn_index, nprobe=cfg.nprobe, seed=cfg.seed) + cfg.epsilon)
+        first = np.unique(of_item, return_index=True)[1]
+        x = l2_normalize(item_embeddings(pool, context, cfg.embed)[first])
+        kth = kth_neighbour_distance(x, cfg.k, index=cfg.knn_index, nprobe=cfg.nprobe, seed=cfg.seed)
+        log_d = np.log(kth + cfg.epsilon)[of_item]
         importance = fifa_importance(m, log_d, q, alpha=cfg.alpha, gamma=cfg.gamma, normalize=cfg.normalize)
-        order = top_k(importance, budget)
+        self._importance = importance
+        order = top_k(importance, size)
         kept = np.zeros(n, dtype=bool)
         kept[order] = True
         rank = np.full(n, -1, dtype=np.int64)
         rank[order] = np.arange(len(order))
-        self.report = {"selected": len(order), "prompt_quality": cfg.prompt_quality or "not used",
+        self.report = {"selected": len(order), "distinct_prompts": len(distinct),
+                       "prompt_quality": cfg.prompt_quality or "not used",
                        "threshold_importance": float(importance[order[-1]])}
         log.info("%s %s: %s", context.stage, "FiFA", self.report)
         detail = [
@@ -129,3 +146,7 @@ class FiFA(Selector):
             context, context.ids(pool), kept, rank=[int(r) if r >= 0 else None for r in rank],
             reason_kept="selected", reason_dropped="budget", detail=detail,
         )
+
+    def objective(self, rows: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+        """Mean importance I of `rows` (the per-pair score FiFA's top-K maximises)."""
+        return float(np.average(self._importance[rows], weights=weights)) if len(rows) else None

@@ -183,10 +183,21 @@ def refine(
 
 @SELECTORS.register("kmq")
 class KMQ(Selector):
-    """kMQ over the pool's embeddings; `detail` holds each item's cluster for `refine`.
+    """kMQ over the pool's embeddings; `detail` holds each item's cluster.
 
     A repeat (replace=True) keeps the item once with `weight` = how often it was drawn.
+    k-means runs `niter` = 300 iterations and `nredo` = 5 restarts, the reference's values.
+
+    Iterative kMQ from a recipe: `refine: <scorer>` names the scorer holding S (spec §4.3, e.g.
+    gold score minus the trained model's score) for the items selected in the previous round;
+    the items it scored are that selection. They are all kept, and `budget` − their number new
+    items are drawn by `refine` (cluster weights = softmax of mean S, uniform within a
+    cluster). `budget` is the size of the whole selection after this round, as in the paper's
+    b/N per round; the same `seed` gives the same clusters as the round before.
     """
+
+    version = "2"  # k-means 300 iterations, 5 restarts (was 20, 1); refine from a recipe
+    objective_name = "cluster_coverage"
 
     class Config(SelectorConfig):
         k: int | Literal["auto"] = 64
@@ -198,43 +209,86 @@ class KMQ(Selector):
         replace: bool = False
         mode: Literal["toolkit", "code"] = "toolkit"
         embed: EmbedWhat = "prompt"
-        niter: int = Field(20, ge=1)
-        nredo: int = Field(1, ge=1)
+        niter: int = Field(300, ge=1)
+        nredo: int = Field(5, ge=1)
+        refine: str | None = None
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         from curation.selectors._kmeans import choose_k, kmeans
 
         cfg = self.config
-        self.check_pool(pool, context)
         n = pool.height
         if cfg.k != "auto" and cfg.k > n:
             raise SelectionError(f"{context.stage}: kmq k={cfg.k} clusters but the pool has only {n} items")
-        budget = context.budget(cfg, n)
-        q = quality(pool, context, cfg.quality)
+        budget = n if budget is None else budget
+        previous = self._previous_round(pool, context) if cfg.refine else None
+        q = quality(pool, context, cfg.quality) if previous is None else None
         x = l2_normalize(item_embeddings(pool, context, cfg.embed))
         silhouettes: dict[int, float] = {}
         k = cfg.k
         if k == "auto":
             k, silhouettes = choose_k(x, cfg.k_candidates, seed=cfg.seed, sample=cfg.silhouette_sample)
         labels = kmeans(x, k, seed=cfg.seed, niter=cfg.niter, nredo=cfg.nredo).labels
-        s = kmq_sample(
-            labels, q, budget, k=k, seed=cfg.seed, temperature=cfg.temperature,
-            allocation=cfg.allocation, replace=cfg.replace, mode=cfg.mode,
-        )
-        drawn = np.bincount(s.order, minlength=n)
+        self._labels, self._k = labels, k
+        if previous is None:
+            s = kmq_sample(
+                labels, q, budget, k=k, seed=cfg.seed, temperature=cfg.temperature,
+                allocation=cfg.allocation, replace=cfg.replace, mode=cfg.mode,
+            )
+            order, probabilities, counts = s.order, s.probabilities, s.counts
+        else:
+            selected, scores = previous
+            if budget <= len(selected):
+                raise SelectionError(
+                    f"{context.stage}: kmq refine: budget {budget} leaves no room beyond the {len(selected)} items "
+                    f"{cfg.refine!r} scored in the previous round; budget is the selection's size after this round"
+                )
+            r = refine(labels, selected, scores, budget - len(selected), seed=cfg.seed, k=k)
+            order = np.concatenate([selected, r.additions])
+            probabilities = r.weights[labels]
+            counts = np.bincount(labels[order], minlength=k)
+        drawn = np.bincount(order, minlength=n)
         rank = np.full(n, -1, dtype=np.int64)
-        first = np.unique(s.order, return_index=True)
+        first = np.unique(order, return_index=True)
         rank[first[0]] = np.argsort(np.argsort(first[1]))
         sizes = np.bincount(labels, minlength=k)
-        self.report = {"k": int(k), "silhouette": silhouettes, "selected": int(len(s.order)),
-                       "distinct": int((drawn > 0).sum()), "clusters_used": int((s.counts > 0).sum())}
+        self.report = {"k": int(k), "silhouette": silhouettes, "selected": int(len(order)),
+                       "distinct": int((drawn > 0).sum()), "clusters_used": int((counts > 0).sum()),
+                       "niter": cfg.niter, "nredo": cfg.nredo,
+                       **({"refined_from": int(len(previous[0])), "refine_scores": cfg.refine} if previous else {})}
         log.info("%s %s: %s", context.stage, "kMQ", self.report)
         detail = [
-            {"cluster": int(labels[i]), "cluster_size": int(sizes[labels[i]]), "p": float(s.probabilities[i]),
+            {"cluster": int(labels[i]), "cluster_size": int(sizes[labels[i]]),
+             ("cluster_weight" if previous else "p"): float(probabilities[i]),
              **({"count": int(drawn[i])} if drawn[i] > 1 else {})}
             for i in range(n)
         ]
+        if previous is None:
+            reason_kept: str | list[str] = "selected"
+        else:
+            before = np.zeros(n, dtype=bool)
+            before[previous[0]] = True
+            reason_kept = ["previous_round" if b else "selected" for b in before]
         return decisions(
             context, context.ids(pool), drawn > 0, rank=[int(r) if r >= 0 else None for r in rank],
-            weight=drawn.astype(float).clip(min=1.0), reason_kept="selected", reason_dropped="budget", detail=detail,
+            weight=drawn.astype(float).clip(min=1.0), reason_kept=reason_kept, reason_dropped="budget", detail=detail,
         )
+
+    def _previous_round(self, pool: pl.DataFrame, context: SelectionContext) -> tuple[np.ndarray, np.ndarray]:
+        """Indices the `refine` scorer scored (last round's selection) and their S values."""
+        ids = context.ids(pool)
+        scored = set(context.scores.filter(pl.col("scorer") == self.config.refine)["target_id"].to_list())
+        if context.pool_kind == "pairs" and not any(i in scored for i in ids):
+            ids = pool.get_column("chosen_id").to_list()
+        values = context.values(self.config.refine, ids, allow_missing=True)
+        selected = np.flatnonzero(np.isfinite(values))
+        if selected.size == 0:
+            raise SelectionError(
+                f"{context.stage}: kmq refine: scorer {self.config.refine!r} scored none of the pool's items; "
+                "it must score the previous round's selection"
+            )
+        return selected, values[selected]
+
+    def objective(self, rows: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+        """Share of the k-means clusters with at least one of `rows` (the coverage kMQ spreads the budget for)."""
+        return float(np.unique(self._labels[rows]).size / self._k) if len(rows) else 0.0

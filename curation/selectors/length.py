@@ -38,8 +38,7 @@ class Length(Selector):
         max_ratio: float | None = Field(None, ge=1)
         prefer: Literal["shortest", "longest"] = "shortest"
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         c = self.config
         if c.max_length is not None and c.max_length < c.min_length:
             raise SelectionError(f"{context.stage}: max_length {c.max_length} < min_length {c.min_length}")
@@ -62,8 +61,8 @@ class Length(Selector):
                 reasons[i], ok[i] = "length_ratio", False
         rank: list[int | None] = [None] * len(ids)
         survivors = np.flatnonzero(ok)
-        if c.budget is not None and survivors.size:
-            size = context.budget(c, len(ids))
+        if budget is not None and survivors.size:
+            size = budget
             key = a[survivors] if c.prefer == "shortest" else -a[survivors]
             order = survivors[np.lexsort((survivors, key))]
             ok[:] = False

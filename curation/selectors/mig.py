@@ -13,9 +13,11 @@ argmax. Both greedies compute a gain with the same floating-point operations (nu
 sum over the dense label axis), so they return the same sequence bit for bit, ties going to the
 lowest index.
 
-Labels come from a `tags` column (or `tags` in the meta JSON), from an LLM tagger through a
-generation backend, or, with neither, from multi-resolution k-means of the item embeddings
-(each cluster is a label; its centroid stands in for the label string's embedding).
+Labels come from a `tags` column (or `tags` in the meta JSON) or from an LLM tagger through a
+generation backend (the paper's InsTag tagging). With neither, `labels: auto` is an error: the
+embedding-cluster variant (multi-resolution k-means of the item embeddings, each cluster a
+label, its centroid standing in for the label string's embedding) is a different algorithm and
+runs only when asked for by name, `labels: clusters`.
 """
 
 from __future__ import annotations
@@ -278,13 +280,23 @@ def kmeans_labels(x: np.ndarray, resolutions: list[int], seed: int) -> tuple[lis
 
 @SELECTORS.register("mig")
 class MIG(Selector):
-    """MIG over label sets of the pool items; `detail` records the label source and each pick's gain."""
+    """MIG over label sets of the pool items; `detail` records the label source and each pick's gain.
+
+    `labels`: `tags` (a `tags` column or meta.tags), `llm` (tag each distinct prompt with the
+    `tagger` generation backend, as the paper does with InsTag), `auto` (tags when the pool
+    has them, else the tagger when one is configured, else an error), or `clusters`: the
+    embedding-cluster variant, not the paper's MIG, chosen only explicitly (each k-means
+    cluster at `cluster_resolutions` is a label, its centroid the label's vector).
+    """
+
+    version = "2"  # labels: auto no longer falls back to k-means clusters
+    objective_name = "information"
 
     class Config(SelectorConfig):
-        labels: Literal["auto", "tags", "llm", "kmeans"] = "auto"
+        labels: Literal["auto", "tags", "llm", "clusters"] = "auto"
         tagger: dict[str, Any] | None = None  # a generation backend config: {backend: ..., model: ..., ...}
         min_tag_count: int = Field(1, ge=1)
-        kmeans_resolutions: list[int] = Field(default_factory=lambda: [16, 64, 256])
+        cluster_resolutions: list[int] = Field(default_factory=lambda: [16, 64, 256])
         threshold: float = 0.9
         prop_weight: float = Field(1.0, ge=0.0)
         phi: Literal["pow", "exp"] = "pow"
@@ -296,11 +308,44 @@ class MIG(Selector):
         quality_transform: Literal["softplus", "none"] = "softplus"
         embed: EmbedWhat = "prompt"
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    def _labels(self, pool: pl.DataFrame, context: SelectionContext) -> tuple[str, list[list[int]], np.ndarray, list[str]]:
+        """(source, label indices of each item, label vectors, label names) for the configured `labels`."""
         cfg = self.config
-        self.check_pool(pool, context)
+        if cfg.labels == "clusters":
+            x = l2_normalize(item_embeddings(pool, context, cfg.embed))
+            sets, vectors, names = kmeans_labels(x, cfg.cluster_resolutions, cfg.seed)
+            return "clusters", sets, vectors, names
+        tags = pool_tags(pool) if cfg.labels in ("auto", "tags") else None
+        if tags is not None:
+            source = "tags"
+        elif cfg.labels == "tags":
+            raise SelectionError(f"{context.stage}: labels: tags but the pool has no 'tags' column or meta.tags")
+        elif cfg.tagger is not None:
+            tags = llm_tags(item_texts(pool, "prompt"), cfg.tagger)
+            source = f"llm:{cfg.tagger.get('model', cfg.tagger['backend'])}"
+        elif cfg.labels == "llm":
+            raise SelectionError(f"{context.stage}: labels: llm needs a `tagger` generation config")
+        else:
+            raise SelectionError(
+                f"{context.stage}: MIG needs labels and the pool has no tags (a 'tags' column or meta.tags); "
+                "configure a `tagger` (a generation backend that tags prompts, as the paper does), or choose "
+                "the embedding-cluster variant explicitly with labels: clusters"
+            )
+        counts: dict[str, int] = {}
+        for ts in tags:
+            for t in ts:
+                counts[t] = counts.get(t, 0) + 1
+        vocab = sorted(t for t, c in counts.items() if c >= cfg.min_tag_count)
+        if not vocab:
+            raise SelectionError(f"{context.stage}: no item has a usable tag (source {source})")
+        index = {t: j for j, t in enumerate(vocab)}
+        sets = [[index[t] for t in ts if t in index] for ts in tags]
+        return source, sets, context.embeddings(vocab, key=("mig_labels", tuple(vocab))), vocab
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
+        cfg = self.config
         n = pool.height
-        budget = context.budget(cfg, n)
+        budget = n if budget is None else budget
         q = quality(pool, context, cfg.quality)
         if cfg.quality_transform == "softplus":
             s = np.logaddexp(0.0, q)
@@ -311,35 +356,12 @@ class MIG(Selector):
                     "(information must be non-negative); use quality_transform: softplus"
                 )
             s = q
-        tags = pool_tags(pool) if cfg.labels in ("auto", "tags") else None
-        if cfg.labels == "tags" and tags is None:
-            raise SelectionError(f"{context.stage}: labels: tags but the pool has no 'tags' column or meta.tags")
-        if cfg.labels == "llm" and cfg.tagger is None:
-            raise SelectionError(f"{context.stage}: labels: llm needs a `tagger` generation config")
-        if tags is None and cfg.tagger is not None and cfg.labels in ("auto", "llm"):
-            tags = llm_tags(item_texts(pool, "prompt"), cfg.tagger)
-            source = f"llm:{cfg.tagger.get('model', cfg.tagger['backend'])}"
-        else:
-            source = "tags" if tags is not None else "kmeans"
-        if tags is not None:
-            counts: dict[str, int] = {}
-            for ts in tags:
-                for t in ts:
-                    counts[t] = counts.get(t, 0) + 1
-            vocab = sorted(t for t, c in counts.items() if c >= cfg.min_tag_count)
-            if not vocab:
-                raise SelectionError(f"{context.stage}: no item has a usable tag (source {source})")
-            index = {t: j for j, t in enumerate(vocab)}
-            label_sets = [[index[t] for t in ts if t in index] for ts in tags]
-            label_vectors = context.embeddings(vocab, key=("mig_labels", tuple(vocab)))
-            names = vocab
-        else:
-            x = l2_normalize(item_embeddings(pool, context, cfg.embed))
-            label_sets, label_vectors, names = kmeans_labels(x, cfg.kmeans_resolutions, cfg.seed)
+        source, label_sets, label_vectors, names = self._labels(pool, context)
         p = propagation_matrix(label_graph(label_vectors, cfg.threshold), cfg.prop_weight)
         e_hat = propagate(label_sets, s, p, norm=cfg.norm)
-        labelled = np.fromiter((len(ls) > 0 for ls in label_sets), dtype=bool, count=n)
         phi = Phi(cfg.phi, cfg.phi_a, cfg.phi_b, cfg.phi_alpha)
+        self._e_hat, self._phi = e_hat, phi
+        labelled = np.fromiter((len(ls) > 0 for ls in label_sets), dtype=bool, count=n)
         members = np.flatnonzero(labelled)
         every = max(1, min(budget, len(members)) // 10)
         picked, gains = mig_greedy_lazy(
@@ -354,7 +376,7 @@ class MIG(Selector):
         gain = np.zeros(n)
         gain[order] = gains
         self.report = {"label_source": source, "labels": len(names), "unlabelled": int((~labelled).sum()),
-                       "graph_edges": int(p.nnz), "selected": int(len(order)),
+                       "graph_edges": int(p.nnz), "threshold": cfg.threshold, "selected": int(len(order)),
                        "information": information(e_hat[order], phi) if len(order) else 0.0}
         log.info("%s %s: %s", context.stage, "MIG", self.report)
         detail = [
@@ -366,3 +388,7 @@ class MIG(Selector):
             context, context.ids(pool), kept, rank=[int(r) if r >= 0 else None for r in rank],
             reason_kept="selected", reason_dropped=["budget" if lab else "no_labels" for lab in labelled], detail=detail,
         )
+
+    def objective(self, rows: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+        """E(rows) = Σ_k φ(Σ_i ê_ik), the dataset information MIG's greedy maximises."""
+        return information(self._e_hat[np.asarray(rows, dtype=np.int64)], self._phi)

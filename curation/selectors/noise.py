@@ -56,11 +56,10 @@ class NoiseFilter(Selector):
         epsilon: float = Field(0.1, ge=0, lt=0.5)
         ambiguous_quantile: float = Field(0.25, gt=0, lt=1)
 
+    budget_use = "none"  # it flags by threshold
+
     def _check(self, pool: pl.DataFrame, context: SelectionContext) -> None:
-        self.check_pool(pool, context)
         c = self.config
-        if c.budget is not None:
-            raise SelectionError(f"{context.stage}: noise has no budget; it flags by threshold (remove `budget`)")
         if c.method in ("ensemble", "consistency") and len(c.scores) < 2:
             raise SelectionError(f"{context.stage}: method {c.method!r} needs at least two `scores`, got {c.scores}")
         if c.method == "confidence" and len(c.scores) > 1:
@@ -117,7 +116,7 @@ class NoiseFilter(Selector):
             probs[0] = probs[0, ::-1]
         return np.asarray(find_label_issues(labels=labels, pred_probs=probs, filter_by="prune_by_noise_rate"))
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         s = self.strength(pool, context)
         c = self.config
         ids = context.ids(pool)

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 
 from curation.selectors import SELECTORS
-from curation.selectors.base import SelectionContext, SelectionError, Selector, decisions
+from curation.selectors.base import SelectionContext, Selector, decisions
 
 
 def random_indices(n: int, size: int, seed: int) -> np.ndarray:
@@ -18,15 +18,14 @@ def random_indices(n: int, size: int, seed: int) -> np.ndarray:
 class RandomSubset(Selector):
     """Keep `budget` items drawn uniformly without replacement; `rank` is the draw order.
 
-    A budget larger than the pool is clipped to the pool (the step report says so).
+    A budget larger than the pool is clipped to the pool (the step report warns).
     """
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
-        if self.config.budget is None:
-            raise SelectionError(f"{context.stage}: random needs a `budget` (a count, or a fraction < 1)")
+    budget_use = "required"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         ids = context.ids(pool)
-        size = context.budget(self.config, len(ids))
+        size = int(budget or 0)
         rank: list[int | None] = [None] * len(ids)
         for r, i in enumerate(random_indices(len(ids), size, self.config.seed)):
             rank[i] = r

@@ -166,8 +166,9 @@ class RFT(Selector):
         answer_markers: list[str] = Field(default_factory=lambda: ["####", "The answer is", "A:"])
         tolerance: float = Field(1e-3, gt=0)
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
+    budget_use = "none"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         if "meta" not in pool.columns:
             raise SelectionError(f"{context.stage}: rft needs a 'meta' column with the gold answer")
         ids = context.ids(pool)

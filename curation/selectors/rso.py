@@ -74,8 +74,9 @@ class RSO(Selector):
         beta: float = Field(0.5, gt=0.0)
         on_short: str = Field("raise", pattern="^(raise|keep_all)$")
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
+    budget_use = "none"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         ids = context.ids(pool)
         rewards = context.values(self.config.score, ids)
         prompts = pool.get_column("prompt_id").to_list()

@@ -136,10 +136,14 @@ def sensitivity_sample(
 
 @SELECTORS.register("sensitivity")
 class Sensitivity(Selector):
-    """Sensitivity sampling; importance weights go to the `weight` column.
+    """Sensitivity sampling; importance weights go to the `weight` column, scaled to mean 1.
 
     `budget` is the sample size m (draws with replacement: an item drawn twice is kept once with
-    the summed weight and `count` 2 in `detail`). `loss` names a pool column or scorer holding
+    the summed weight and `count` 2 in `detail`). The unbiased weights (Σ w·ℓ estimates the
+    pool's total loss) are about n/m, so a weighted loss would grow with the pool and shrink
+    with the budget; the `weight` column is them divided by their mean over the kept items,
+    which keeps the relative importances and a DPO loss scale that does not depend on the
+    budget. `detail.importance_weight` keeps the unbiased value, `report.weight_scale` the divisor. `loss` names a pool column or scorer holding
     a per-item loss (e.g. the current policy's DPO loss); only representatives and probes are read.
     """
 
@@ -153,11 +157,12 @@ class Sensitivity(Selector):
         embed: EmbedWhat = "prompt"
         niter: int = Field(20, ge=1)
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    version = "2"  # weights scaled to mean 1 over the selection (were the unbiased ~n/m)
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         cfg = self.config
-        self.check_pool(pool, context)
         n = pool.height
-        m = context.budget(cfg, n)
+        m = n if budget is None else budget
         k = cfg.k if cfg.k is not None else max(1, m // 10)
         if k >= m:
             raise SelectionError(
@@ -175,20 +180,22 @@ class Sensitivity(Selector):
         is_rep = np.zeros(n, dtype=bool)
         is_rep[res.representatives] = True
         kept = weights > 0
+        scale = float(weights[kept].mean())
         order = np.concatenate([res.representatives, res.draws])
         rank = np.full(n, -1, dtype=np.int64)
         uniq, first = np.unique(order, return_index=True)
         rank[uniq] = np.argsort(np.argsort(first))
         self.report = {"m": m, "k": k, "lipschitz": res.lipschitz, "distinct": int(kept.sum()),
-                       "loss_oracle": cfg.loss or "constant"}
+                       "loss_oracle": cfg.loss or "constant", "weight_scale": scale}
         log.info("%s %s: %s", context.stage, "sensitivity", self.report)
         detail = [
             {"cluster": int(res.labels[i]), "sensitivity": float(res.sensitivities[i]), "p": float(res.probabilities[i]),
-             **({"count": int(counts[i])} if counts[i] else {}), **({"representative": True} if is_rep[i] else {})}
+             **({"count": int(counts[i])} if counts[i] else {}), **({"representative": True} if is_rep[i] else {}),
+             **({"importance_weight": float(weights[i])} if kept[i] else {})}
             for i in range(n)
         ]
         return decisions(
             context, context.ids(pool), kept, rank=[int(r) if r >= 0 else None for r in rank],
-            weight=np.where(kept, weights, 1.0), reason_kept=["representative" if r else "selected" for r in is_rep],
+            weight=np.where(kept, weights / scale, 1.0), reason_kept=["representative" if r else "selected" for r in is_rep],
             reason_dropped="budget", detail=detail,
         )

@@ -206,17 +206,20 @@ class SIFT(Selector):
         alpha: float | None = Field(None, gt=0.0)
         embed: EmbedWhat = "prompt"
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
+    objective_name = "posterior_variance"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         cfg = self.config
-        self.check_pool(pool, context)
         n = pool.height
-        budget = context.budget(cfg, n)
+        budget = n if budget is None else budget
         target_texts = read_targets(cfg.targets) if cfg.targets is not None else None
         if target_texts is not None and not target_texts:
             raise SelectionError(f"{context.stage}: sift targets is an empty list")
         mbs = cfg.mini_batch_size or max(1000, 2 * budget)
         x = l2_normalize(item_embeddings(pool, context, cfg.embed))
         targets = l2_normalize(context.embeddings(target_texts)) if target_texts else None
+        measured = x if targets is None else targets.mean(axis=0, keepdims=True) if cfg.mean_pooling else targets
+        self._x, self._target_gram = x.astype(np.float64), measured.T.astype(np.float64) @ measured.astype(np.float64)
         res = sift_select(
             x, targets, budget, lam=cfg.lam, preselect_k=cfg.preselect, mini_batch_size=mbs,
             mean_pooling=cfg.mean_pooling, seed=cfg.seed,
@@ -245,3 +248,16 @@ class SIFT(Selector):
             context, context.ids(pool), counts > 0, rank=[int(r) if r >= 0 else None for r in rank],
             weight=counts.astype(float).clip(min=1.0), reason_kept="selected", reason_dropped=reasons, detail=detail,
         )
+
+    def objective(self, rows: np.ndarray, weights: np.ndarray | None = None) -> float | None:
+        """Σ over targets of the posterior variance after observing `rows` (`weights` = how often each).
+
+        Undirected selection measures it over the whole pool. With a linear kernel this is
+        λ·tr((Xᵀ W X + λI)⁻¹ AᵀA) (Woodbury), so it costs O(|rows| d² + d³), not O(|rows|²·m).
+        """
+        lam = self.config.lam
+        x = self._x[np.asarray(rows, dtype=np.int64)]
+        w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+        precision = (x * w[:, None]).T @ x + lam * np.eye(x.shape[1])
+        return float(lam * np.trace(np.linalg.solve(precision, self._target_gram)))
+

@@ -22,10 +22,9 @@ class TopK(Selector):
         by: str = "margin"
         ascending: bool = False
 
-    def select(self, pool: pl.DataFrame, context: SelectionContext) -> pl.DataFrame:
-        self.check_pool(pool, context)
-        if self.config.budget is None:
-            raise SelectionError(f"{context.stage}: top_k needs a `budget` (a count, or a fraction < 1)")
+    budget_use = "required"
+
+    def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         ids = context.ids(pool)
         values = quality(pool, context, self.config.by)
         if len(ids) > 1 and np.all(values == values[0]):
@@ -33,7 +32,7 @@ class TopK(Selector):
                 f"{context.stage}: all {len(ids)} items have the same {self.config.by!r} ({values[0]}); "
                 "top_k would only keep pool order; use `random` or another `by`"
             )
-        size = context.budget(self.config, len(ids))
+        size = int(budget or 0)
         key = values if self.config.ascending else -values
         order = np.lexsort((np.arange(len(ids)), key))[:size]
         rank: list[int | None] = [None] * len(ids)

@@ -16,7 +16,7 @@ def _recipe(tmp_path, shared_data):
     path.write_text(yaml.safe_dump({
         "name": "flow-small",
         "sources": [{"path": str(shared_data / "pandalm_testset.jsonl.gz"), "limit": 80}],
-        "select": [{"kind": "dedup", "method": "exact"}, {"kind": "length", "budget": 0.5}],
+        "select": [{"kind": "dedup", "method": "exact"}, {"kind": "length", "fraction": 0.5}],
     }))
     return path
 

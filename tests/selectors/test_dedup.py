@@ -108,11 +108,42 @@ def test_semantic_first_kept_item_is_the_anchor():
     assert d["kept"].to_list() == [True, False, True]
 
 
+def brute_force_semantic(emb, threshold):
+    """The rule written out: in order, item i duplicates the lowest earlier kept j with cos ≥ τ."""
+    x = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    kept, of = [], []
+    for i in range(len(x)):
+        match = next((j for j in kept if float(x[i] @ x[j]) >= threshold), None)
+        of.append(match)
+        if match is None:
+            kept.append(i)
+    return of
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_semantic_finds_every_near_copy_however_many(seed):
+    """Clusters of 40 near-copies (cosine well above τ): a 16-nearest-neighbour search misses
+    earlier kept items that are not among an item's 16 nearest and keeps copies."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((6, 32))
+    emb = np.repeat(centres, 40, axis=0) + 0.12 * rng.standard_normal((240, 32))
+    emb = emb[rng.permutation(240)].astype(np.float32)
+    texts = [f"t{i}" for i in range(240)]
+    pool = pairs_pool(["q"] * 240, texts)
+    lookup = dict(zip(texts, emb))
+    d = run(pool, embed=lambda ts: np.stack([lookup[t] for t in ts]), method="semantic", field="response",
+            threshold=0.85, block=50)
+    want = brute_force_semantic(emb.astype(np.float64), 0.85)
+    got = [json.loads(t)["duplicate_of"] if t else None for t in d["detail"]]
+    assert got == [None if j is None else f"x{j}" for j in want]
+    assert d["kept"].sum() == sum(j is None for j in want) <= 12
+
+
 def test_semantic_without_embedder_raises_and_budget_is_refused():
     pool = pairs_pool(["a", "b"], ["x", "y"])
     with pytest.raises(SelectionError, match="no embedder"):
         run(pool, method="semantic")
-    with pytest.raises(SelectionError, match="no budget"):
+    with pytest.raises(SelectionError, match="dedup takes no budget"):
         run(pool, budget=1)
 
 

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from curation import schema
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionError
 from curation.selectors.fifa import fifa_importance, kth_neighbour_distance, top_k
-from tests.selectors._synthetic import clustered, pairs_pool
+from tests.selectors._synthetic import all_pairs_pool, clustered, pairs_pool
 
 
 @settings(max_examples=30, deadline=None)
@@ -68,6 +69,46 @@ def test_duplicated_prompts_get_the_lowest_diversity_and_need_a_large_margin():
     assert d["kept"][12] and d["rank"][12] == 0
 
 
+def brute_force_fifa(pool, emb_of_prompt, k, budget, eps=1e-6):
+    """Spec §3.2 written out: per distinct prompt the k-th nearest other distinct prompt (exact,
+    float64), I = z(margin) + z(log(d + ε)), top-K by I with ties to the lowest index."""
+    pids = pool["prompt_id"].to_list()
+    distinct = list(dict.fromkeys(pids))
+    x = np.stack([emb_of_prompt[p] for p in distinct]).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    kth = dict(zip(distinct, np.sort(dist, axis=1)[:, k - 1]))
+    log_d = np.log(np.array([kth[p] for p in pids]) + eps)
+    m = pool["margin"].to_numpy()
+    z = lambda v: (v - v.mean()) / v.std()
+    importance = z(m) + z(log_d)
+    return sorted(range(len(pids)), key=lambda i: (-importance[i], i))[:budget]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_all_pairs_pool_measures_diversity_over_distinct_prompts_not_top_k_by_margin(seed):
+    """all_pairs on 4 candidates: 6 pairs per prompt. Over pool rows every pair would find 5
+    copies of its prompt (k = 5: log ε for all) and FiFA would be top-K by margin."""
+    rng = np.random.default_rng(seed)
+    prompt_emb = clustered(24, 8, 4, seed, spread=0.4)
+    pool, ctx = all_pairs_pool(prompt_emb, rng.normal(size=(24, 4)) * rng.uniform(0.5, 3.0, size=(24, 1)))
+    assert pool.height == 24 * 6
+    order = rng.permutation(pool.height)  # no layout the implementation could lean on
+    pool = pool[order.tolist()]
+    budget = 40
+    d = SELECTORS.build("fifa", {"kind": "fifa", "budget": budget, "k": 5}).select(pool, ctx)
+    got = d.filter(d["kept"]).sort("rank")["target_id"].to_list()
+    ids = pool["pair_id"].to_list()
+    emb_of_prompt = {schema.prompt_id(schema.user_prompt(f"prompt {j}")): prompt_emb[j] for j in range(24)}
+    want = [ids[i] for i in brute_force_fifa(pool, emb_of_prompt, 5, budget)]
+    assert got == want
+    by_margin = set(np.argsort(-pool["margin"].to_numpy(), kind="stable")[:budget].tolist())
+    assert len(by_margin & {ids.index(t) for t in got}) < budget - 5
+    log_d = np.array([json.loads(t)["log_knn_distance"] for t in d["detail"]])
+    assert log_d.min() > np.log(1e-6) + 1  # no pair is anyone's zero-distance neighbour
+
+
 def test_selector_uses_prompt_quality_with_its_weight():
     x = clustered(30, 8, 3, 1, spread=0.3)
     q = np.zeros(30)
@@ -88,7 +129,7 @@ def test_output_size_is_exactly_k_and_deterministic():
 
 def test_bad_inputs_are_clear_errors():
     pool, ctx = pairs_pool(clustered(5, 4, 2, 0))
-    with pytest.raises(SelectionError, match="k=5 neighbours needs more than 5 items"):
+    with pytest.raises(SelectionError, match="k=5 neighbours needs more than 5 distinct prompts; the pool has 5"):
         SELECTORS.build("fifa", {"kind": "fifa"}).select(pool, ctx)
     pool, ctx = pairs_pool(clustered(10, 4, 2, 0), np.array([np.nan] + [1.0] * 9))
     with pytest.raises(SelectionError, match="NaN"):

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from curation.selectors import SELECTORS
-from curation.selectors._kmeans import choose_k
+from curation import schema
+from curation.selectors._kmeans import choose_k, kmeans
 from curation.selectors.base import SelectionError
 from curation.selectors.kmq import allocate, kmq_sample, refine
 from tests.selectors._synthetic import clustered, pairs_pool
@@ -89,11 +90,64 @@ def test_no_duplicates_without_replacement_and_determinism(seed, proportional):
 
 def test_with_replacement_can_repeat_and_the_selector_weights_repeats():
     x = clustered(30, 8, 3, 0)
-    pool, ctx = pairs_pool(x, np.zeros(30))
+    order = np.random.default_rng(1).permutation(30)
+    margin = np.random.default_rng(2).normal(size=30) * 2
+    pool, ctx = pairs_pool(x[order], margin)
     d = SELECTORS.build("kmq", {"kind": "kmq", "k": 3, "budget": 25, "replace": True}).select(pool, ctx)
-    kept = d.filter(d["kept"])
-    assert kept["weight"].sum() == 25 and kept.height < 25
-    assert all(json.loads(t).get("count", 1) == w for t, w in zip(kept["detail"], kept["weight"]))
+    labels = np.array([json.loads(t)["cluster"] for t in d["detail"]])
+    # the public sampler on the same clusters, quality and seed: its draws are the weights
+    draws = np.bincount(kmq_sample(labels, margin, 25, k=3, seed=42, replace=True).order, minlength=30)
+    assert d["kept"].to_list() == (draws > 0).tolist()
+    assert d.filter(d["kept"])["weight"].to_list() == draws[draws > 0].astype(float).tolist()
+    assert draws.max() > 1 and d["kept"].sum() < 25
+
+
+def test_restarts_keep_the_lowest_inertia_and_defaults_are_the_references():
+    cfg = SELECTORS.build("kmq", {"kind": "kmq"}).config
+    assert (cfg.niter, cfg.nredo) == (300, 5)
+    x = clustered(600, 8, 12, 4, spread=0.25)
+    worse = 0
+    for seed in range(6):
+        one = kmeans(x, 12, seed=seed, niter=300, nredo=1).sq_distances.sum()
+        five = kmeans(x, 12, seed=seed, niter=300, nredo=5).sq_distances.sum()
+        assert five <= one * (1 + 1e-6)  # the first restart is the single run; the best is kept
+        worse += five < one * (1 - 1e-4)
+    assert worse >= 1  # and on some seeds a restart finds a better clustering
+
+
+def test_iterative_kmq_from_a_recipe_config_keeps_the_last_round_and_adds_by_cluster_score():
+    x = clustered(80, 8, 4, 5, spread=0.02)
+    pool, ctx = pairs_pool(x[np.random.default_rng(0).permutation(80)], np.zeros(80))
+    first = SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "budget": 8}).select(pool, ctx)
+    previous = np.flatnonzero(first["kept"].to_numpy())
+    labels = np.array([json.loads(t)["cluster"] for t in first["detail"]])
+    gap = np.where(labels[previous] == labels[previous[0]], 5.0, 0.0)  # one cluster is far from learned
+    scores = schema.frame([{"target_id": pool["pair_id"][int(i)], "scorer": "gap", "value": float(v)}
+                           for i, v in zip(previous, gap)], "scores")
+    ctx.scores = scores
+    sel = SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "budget": 28, "refine": "gap"})
+    d = sel.select(pool, ctx)
+    kept = np.flatnonzero(d["kept"].to_numpy())
+    assert len(kept) == 28 and set(previous) <= set(kept)
+    assert set(d.filter(d["reason"] == "previous_round")["target_id"].to_list()) == {pool["pair_id"][int(i)] for i in previous}
+    added = np.setdiff1d(kept, previous)
+    assert np.bincount(labels[added], minlength=4).argmax() == labels[previous[0]]
+    assert sel.report["refined_from"] == 8
+    with pytest.raises(SelectionError, match="budget 8 leaves no room beyond the 8 items"):
+        SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "budget": 8, "refine": "gap"}).select(pool, ctx)
+    with pytest.raises(SelectionError, match="'nothing'"):
+        SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "budget": 20, "refine": "nothing"}).select(pool, ctx)
+
+
+def test_objective_is_cluster_coverage():
+    x = clustered(60, 8, 6, 6, spread=0.02)
+    pool, ctx = pairs_pool(x, np.zeros(60))
+    sel = SELECTORS.build("kmq", {"kind": "kmq", "k": 6, "budget": 6})
+    d = sel.select(pool, ctx)
+    assert sel.objective(np.flatnonzero(d["kept"].to_numpy())) == 1.0
+    labels = np.array([json.loads(t)["cluster"] for t in d["detail"]])
+    one_cluster = np.flatnonzero(labels == labels[0])[:3]
+    assert sel.objective(one_cluster) == pytest.approx(1 / 6)
 
 
 def test_refine_weights_follow_cluster_scores_and_additions_are_new():
@@ -124,7 +178,7 @@ def test_choose_k_finds_well_separated_clusters():
 def test_selector_proportional_split_and_detail_clusters():
     x = clustered(200, 16, 4, 1, spread=0.02)
     pool, ctx = pairs_pool(x, np.random.default_rng(0).normal(size=200))
-    d = SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "budget": 0.1}).select(pool, ctx)
+    d = SELECTORS.build("kmq", {"kind": "kmq", "k": 4, "fraction": 0.1}).select(pool, ctx)
     kept = d.filter(d["kept"])
     assert kept.height == 20 and sorted(kept["rank"].to_list()) == list(range(20))
     clusters = [json.loads(t)["cluster"] for t in kept["detail"]]

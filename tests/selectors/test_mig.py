@@ -64,16 +64,63 @@ def test_selected_gains_never_increase_and_no_repeats(data, phi):
     assert (np.diff(gains) <= 0).all()
 
 
-def identity_graph_items(n_labels, per_label, score=1.0):
-    sets = [[i % n_labels] for i in range(n_labels * per_label)]
-    p = propagation_matrix(label_graph(np.eye(n_labels), 1.1), 1.0)  # T > 1: only the diagonal
-    return propagate(sets, np.full(len(sets), score), p)
+def reference_greedy(label_sets, s, label_vectors, threshold, alpha, phi, budget):
+    """Spec §2.2 transcribed with plain loops (no scipy, no heap): W, P, ê, then the linearised greedy."""
+    v = np.asarray(label_vectors, dtype=np.float64)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    n_labels = len(v)
+    w = [[(1.0 if p == q else (v[p] @ v[q] if v[p] @ v[q] >= threshold else 0.0)) for q in range(n_labels)]
+         for p in range(n_labels)]
+    pt = [[w[p][q] if p == q else alpha * w[p][q] for q in range(n_labels)] for p in range(n_labels)]
+    col = [sum(pt[p][q] for p in range(n_labels)) for q in range(n_labels)]
+    prop = [[pt[p][q] / col[q] for q in range(n_labels)] for p in range(n_labels)]
+    e_hat = [[sum(s[i] * prop[p][q] for p in set(label_sets[i])) for q in range(n_labels)] for i in range(len(s))]
+    z = [0.0] * n_labels
+    left, order = list(range(len(s))), []
+    for _ in range(budget):
+        g = [phi.b * (zk + phi.a) ** (phi.b - 1) for zk in z]
+        best = max(left, key=lambda i: (sum(e * gk for e, gk in zip(e_hat[i], g)), -i))
+        order.append(best)
+        left.remove(best)
+        z = [zk + e for zk, e in zip(z, e_hat[best])]
+    return order
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([0.3, 0.7, 1.1]), st.sampled_from([0.5, 1.0]))
+def test_lazy_greedy_matches_a_plain_transcription_of_the_spec(seed, threshold, alpha):
+    rng = np.random.default_rng(seed)
+    n, n_labels = 14, 5
+    sets = [sorted(rng.choice(n_labels, size=rng.integers(1, 3), replace=False).tolist()) for _ in range(n)]
+    s = rng.uniform(0.2, 3.0, size=n)  # unequal qualities: index order is no answer
+    vectors = rng.standard_normal((n_labels, 3))
+    p = propagation_matrix(label_graph(vectors, threshold), alpha)
+    order, _ = mig_greedy_lazy(propagate(sets, s, p), 9)
+    assert order.tolist() == reference_greedy(sets, s, vectors, threshold, alpha, Phi(), 9)
+
+
+def identity_graph_items(labels, scores):
+    p = propagation_matrix(label_graph(np.eye(max(labels) + 1), 1.1), 1.0)  # T > 1: only the diagonal
+    return propagate([[lab] for lab in labels], np.asarray(scores, dtype=np.float64), p)
 
 
 def test_identity_graph_cycles_round_robin_through_labels():
-    e_hat = identity_graph_items(4, 3)
+    rng = np.random.default_rng(0)
+    labels = rng.permutation(np.repeat(np.arange(4), 3))  # shuffled: index order is not round robin
+    e_hat = identity_graph_items(labels.tolist(), np.ones(12))
     order, _ = mig_greedy_lazy(e_hat, 12)
-    assert [i % 4 for i in order] == [0, 1, 2, 3] * 3
+    for r in range(3):
+        assert sorted(int(labels[i]) for i in order[4 * r : 4 * r + 4]) == [0, 1, 2, 3]
+
+
+def test_round_robin_survives_unequal_qualities_that_top_k_would_follow():
+    """Label 0 holds the three best items: top-k by quality takes all three first; MIG moves on
+    to the other labels after one (φ' falls once label 0 has information)."""
+    labels = [1, 0, 2, 0, 3, 0, 1, 2, 3]
+    scores = [1.0, 5.0, 1.1, 4.9, 1.2, 4.8, 0.9, 1.0, 1.1]
+    order, _ = mig_greedy_lazy(identity_graph_items(labels, scores), 4)
+    assert sorted(labels[i] for i in order) == [0, 1, 2, 3]
+    assert order[0] == 1
 
 
 def test_higher_quality_first_within_a_label():
@@ -123,33 +170,61 @@ def test_parse_tags_reads_json_answers():
 # ---------------------------------------------------------------- the selector
 
 
-def test_selector_uses_tags_from_meta_and_records_the_source():
-    x = clustered(40, 8, 4, 0)
-    tags = [[f"topic {i % 4}"] for i in range(40)]
-    pool, ctx = pairs_pool(x, np.ones(40), tags=tags)
+def test_selector_with_tags_matches_the_reference_and_is_not_top_k():
+    rng = np.random.default_rng(7)
+    n = 40
+    topic = rng.permutation(np.arange(n) % 4)  # shuffled layout
+    tags = [[f"topic {t}"] for t in topic]
+    margin = rng.normal(size=n) + 2.0 * (topic == 2)  # topic 2 is best by quality
+    pool, ctx = pairs_pool(clustered(n, 8, 4, 0), margin, tags=tags)
     sel = SELECTORS.build("mig", {"kind": "mig", "budget": 8})
     d = sel.select(pool, ctx)
     assert sel.report["label_source"] == "tags"
-    kept = d.filter(d["kept"]).sort("rank")
-    topics = [json.loads(t)["labels"][0] for t in kept["detail"].to_list()]
-    assert topics == ["topic 0", "topic 1", "topic 2", "topic 3"] * 2  # equal quality: round robin
+    got = [pool["pair_id"].to_list().index(t) for t in d.filter(d["kept"]).sort("rank")["target_id"].to_list()]
+    vocab = sorted({f"topic {t}" for t in topic})
+    want = reference_greedy([[vocab.index(f"topic {t}")] for t in topic], np.logaddexp(0, margin),
+                            ctx.embed(vocab), 0.9, 1.0, Phi(), 8)
+    assert got == want
+    assert set(topic[got].tolist()) == {0, 1, 2, 3}  # spread over the topics
+    top_quality = np.argsort(-margin, kind="stable")[:8]
+    assert set(got) != set(top_quality.tolist())
     assert d["reason"].to_list().count("budget") == 32
 
 
-def test_selector_falls_back_to_kmeans_labels_and_is_deterministic():
+def test_labels_auto_without_tags_or_tagger_is_an_error_not_clusters():
+    pool, ctx = pairs_pool(clustered(30, 8, 3, 1), np.ones(30))
+    with pytest.raises(SelectionError, match="no tags.*`tagger`.*labels: clusters"):
+        SELECTORS.build("mig", {"kind": "mig", "budget": 5}).select(pool, ctx)
+
+
+def test_cluster_variant_is_chosen_by_name_and_is_deterministic():
     x = clustered(120, 16, 6, 1)
-    pool, ctx = pairs_pool(x, np.ones(120))
-    build = lambda: SELECTORS.build("mig", {"kind": "mig", "budget": 12, "kmeans_resolutions": [6, 12]})
-    sel = build()
+    order = np.random.default_rng(2).permutation(120)
+    x = x[order]
+    pool, ctx = pairs_pool(x, np.random.default_rng(3).uniform(0.5, 1.5, size=120))
+    cfg = {"kind": "mig", "budget": 12, "labels": "clusters", "cluster_resolutions": [6, 12]}
+    sel = SELECTORS.build("mig", cfg)
     d1 = sel.select(pool, ctx)
-    assert sel.report["label_source"] == "kmeans" and sel.report["labels"] == 18
-    assert json.loads(d1.filter(d1["kept"])["detail"][0])["label_source"] == "kmeans"
-    d2 = build().select(pool, ctx)
-    assert d1.equals(d2)
+    assert sel.report["label_source"] == "clusters" and sel.report["labels"] == 18
+    assert json.loads(d1.filter(d1["kept"])["detail"][0])["label_source"] == "clusters"
+    assert d1.equals(SELECTORS.build("mig", cfg).select(pool, ctx))
     # six well-separated clusters: the first six picks cover all of them
     first6 = d1.filter(d1["kept"]).sort("rank")["target_id"].to_list()[:6]
     ids = pool["pair_id"].to_list()
-    assert sorted(ids.index(t) % 6 for t in first6) == list(range(6))
+    assert sorted(int(order[ids.index(t)]) % 6 for t in first6) == list(range(6))
+
+
+def test_objective_is_the_information_of_the_rows():
+    tags = [[f"t{i % 3}"] for i in range(9)]
+    pool, ctx = pairs_pool(clustered(9, 4, 3, 0), np.linspace(0, 2, 9), tags=tags)
+    sel = SELECTORS.build("mig", {"kind": "mig", "budget": 3, "threshold": 1.1})
+    d = sel.select(pool, ctx)
+    kept = np.flatnonzero(d["kept"].to_numpy())
+    assert sel.objective(kept) == pytest.approx(sel.report["information"])
+    s = np.logaddexp(0, np.linspace(0, 2, 9))
+    by_hand = sum((s[kept[[i % 3 == t for i in kept]]].sum() + 1e-6) ** 0.8 for t in range(3))
+    assert sel.objective(kept) == pytest.approx(by_hand)
+    assert sel.objective(np.array([0, 3, 6])) < sel.objective(kept)  # one topic only
 
 
 def test_items_without_tags_are_dropped_with_a_reason():

@@ -21,14 +21,15 @@ def run(p, **config):
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.integers(1, 60), st.floats(0.01, 200), st.integers(0, 1000))
+@given(st.integers(1, 60), st.one_of(st.integers(1, 200), st.floats(0.01, 1.0)), st.integers(0, 1000))
 def test_size_ranks_and_determinism(n, budget, seed):
-    d = run(pool(n), budget=budget, seed=seed)
-    expected = min(n, max(1, round(budget * n) if budget < 1 else int(budget)))
+    written = {"budget": budget} if isinstance(budget, int) else {"fraction": budget}
+    d = run(pool(n), **written, seed=seed)
+    expected = min(n, budget) if isinstance(budget, int) else max(1, round(budget * n))
     assert d["kept"].sum() == expected
     assert sorted(d.filter("kept")["rank"].to_list()) == list(range(expected))
     assert d.filter(~pl.col("kept"))["reason"].unique().to_list() in ([], ["budget"])
-    assert d.equals(run(pool(n), budget=budget, seed=seed))
+    assert d.equals(run(pool(n), **written, seed=seed))
 
 
 def test_budget_larger_than_pool_is_clipped_to_the_pool():
@@ -44,7 +45,7 @@ def test_inclusion_is_uniform():
 
 
 def test_needs_a_budget_and_a_pool():
-    with pytest.raises(SelectionError, match="needs a `budget`"):
+    with pytest.raises(SelectionError, match="random needs a budget"):
         run(pool(3))
     with pytest.raises(SelectionError, match="empty"):
         run(pool(0), budget=1)

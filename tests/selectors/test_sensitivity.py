@@ -72,19 +72,43 @@ def test_lipschitz_is_estimated_from_the_oracle():
     assert s.lipschitz == pytest.approx(3.0, rel=0.25)
 
 
-def test_selector_puts_importance_weights_in_the_weight_column():
+def test_selector_weights_are_the_importance_weights_scaled_to_mean_one():
     x = clustered(100, 8, 4, 7, spread=0.3)
     pool, ctx = pairs_pool(x, np.ones(100), chosen_score=np.linspace(1, 2, 100))
     sel = SELECTORS.build("sensitivity", {"kind": "sensitivity", "budget": 20, "k": 4, "loss": "chosen_score"})
     d = sel.select(pool, ctx)
-    kept = d.filter(d["kept"])
-    reps = kept.filter(kept["reason"] == "representative")
-    assert reps.height == 4 and (reps["weight"] == 1.0).all()
-    draws = kept.filter(kept["reason"] == "selected")
-    counts = [json.loads(t)["count"] for t in draws["detail"]]
-    assert sum(counts) == 16 and (draws["weight"] > 1.0).all()
+    detail = [json.loads(t) for t in d["detail"]]
+    kept = d["kept"].to_numpy()
+    reps = d.filter(d["reason"] == "representative")
+    assert reps.height == 4
+    # each drawn item's unbiased weight is count / ((m − k)·p), from its own detail
+    importance = np.array([t.get("importance_weight", 0.0) for t in detail])
+    for t, w in zip(detail, importance):
+        if "count" in t and not t.get("representative"):
+            assert w == pytest.approx(t["count"] / (16 * t["p"]))
+    assert sum(t.get("count", 0) for t in detail) == 16
+    # the weight column is that, divided by its mean over the kept items
+    weights = d["weight"].to_numpy()
+    assert weights[kept].mean() == pytest.approx(1.0)
+    assert np.allclose(weights[kept], importance[kept] / importance[kept].mean())
+    assert sel.report["weight_scale"] == pytest.approx(importance[kept].mean())
     assert sel.report["loss_oracle"] == "chosen_score"
     assert d.equals(SELECTORS.build("sensitivity", sel.config).select(pool, ctx))
+
+
+def test_weight_scale_does_not_depend_on_the_budget():
+    """Unscaled, the weights are about n/m: a DPO loss weighted by them would shrink as the budget grows."""
+    x = clustered(400, 8, 4, 8, spread=0.3)
+    pool, ctx = pairs_pool(x, np.ones(400))
+    means, scales = [], []
+    for m in (40, 160):
+        sel = SELECTORS.build("sensitivity", {"kind": "sensitivity", "budget": m, "k": 4, "lipschitz": 0.0,
+                                              "include_representatives": False})
+        d = sel.select(pool, ctx)
+        means.append(d.filter(d["kept"])["weight"].mean())
+        scales.append(sel.report["weight_scale"])
+    assert means == pytest.approx([1.0, 1.0])
+    assert scales[0] > 3 * scales[1]  # the unbiased weights differ by about the budget ratio
 
 
 def test_bad_inputs_are_clear_errors():

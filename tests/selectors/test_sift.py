@@ -20,6 +20,33 @@ def unit(rng, n, d):
     return l2_normalize(rng.standard_normal((n, d)))
 
 
+def posterior_total_variance(x, a, picks, lam):
+    """Σ_a σ²(a | picks) from the closed form, rebuilt from scratch (spec §1.2)."""
+    if not picks:
+        return float(np.einsum("ij,ij->", a, a))
+    xs = x[picks]
+    k_xa = xs @ a.T
+    return float(np.einsum("ij,ij->", a, a) - np.einsum("ij,ij->", k_xa, np.linalg.solve(xs @ xs.T + lam * np.eye(len(picks)), k_xa)))
+
+
+def brute_force_vtl(x, a, n_select, lam):
+    """Each step: the candidate whose addition leaves the least total target variance (ties: lowest index)."""
+    x, a = x.astype(np.float64), a.astype(np.float64)
+    picks: list[int] = []
+    for _ in range(n_select):
+        after = [posterior_total_variance(x, a, picks + [j], lam) for j in range(len(x))]
+        picks.append(int(np.argmin(np.round(after, 10))))
+    return picks
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.sampled_from([1e-3, 0.01, 1.0]))
+def test_vtl_matches_a_brute_force_posterior_variance_greedy(seed, m, lam):
+    rng = np.random.default_rng(seed)
+    x, a = unit(rng, 25, 6), unit(rng, m, 6)
+    assert vtl(x, a, 8, lam).picks.tolist() == brute_force_vtl(x, a, 8, lam)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(2, 80), st.integers(2, 16))
 def test_first_pick_is_the_nearest_neighbour_by_absolute_cosine(seed, n, d):
@@ -40,7 +67,7 @@ def test_duplicating_candidates_leaves_the_selected_embeddings_unchanged(seed, m
     original_of = np.concatenate([np.arange(30), copies])
     base = vtl(x, a, 8, 0.01).picks
     dup = vtl(x_dup, a, 8, 0.01).picks
-    assert original_of[dup].tolist() == base.tolist()
+    assert original_of[dup].tolist() == base.tolist() == brute_force_vtl(x, a, 8, 0.01)
     # nearest-neighbour top-N, by contrast, spends budget on the copies
     nn = np.argsort(-np.abs(x_dup @ a.mean(0)), kind="stable")[:8]
     top = np.argsort(-np.abs(x @ a.mean(0)), kind="stable")[:8]
@@ -84,6 +111,11 @@ def test_total_target_variance_never_increases_and_stays_non_negative(seed, lam,
     assert (np.diff(totals) <= 1e-12).all()
     assert (res.total_variance >= -1e-9).all()
     assert np.allclose(res.values, -res.total_variance)
+    # and each step took the largest reduction available, not just any reduction
+    for t in range(1, 15):
+        best = min(posterior_total_variance(x.astype(np.float64), a.astype(np.float64), res.picks[:t].tolist() + [j], lam)
+                   for j in range(40))
+        assert res.total_variance[t] == pytest.approx(best, rel=1e-7, abs=1e-9)
 
 
 def test_conditioning_matches_the_closed_form_posterior_variance():
@@ -165,15 +197,35 @@ def test_bad_targets_are_clear_errors(tmp_path):
 
 
 def test_undirected_selection_covers_the_clusters():
-    x = clustered(90, 16, 3, 2)
+    order = np.random.default_rng(5).permutation(90)  # clusters not laid out in index order
+    x = clustered(90, 16, 3, 2)[order]
     pool, ctx = pairs_pool(x)
     d = SELECTORS.build("sift", {"kind": "sift", "budget": 3}).select(pool, ctx)
     ids = pool["pair_id"].to_list()
-    picked = sorted(ids.index(t) % 3 for t in d.filter(d["kept"])["target_id"].to_list())
+    picked = sorted(int(order[ids.index(t)]) % 3 for t in d.filter(d["kept"])["target_id"].to_list())
     assert picked == [0, 1, 2]
 
 
 def test_budget_beyond_the_pool_is_clamped_to_the_pool():
-    pool, ctx = pairs_pool(clustered(8, 4, 2, 0))
-    d = SELECTORS.build("sift", {"kind": "sift", "budget": 100, "lam": 1e-6}).select(pool, ctx)
-    assert d.height == 8 and d["kept"].sum() <= 8 and d.filter(d["kept"])["weight"].sum() == 8
+    x = clustered(8, 4, 2, 0, spread=0.3)
+    pool, ctx = pairs_pool(x)
+    d = SELECTORS.build("sift", {"kind": "sift", "budget": 100, "lam": 0.05, "targets": ["prompt 6"]}).select(pool, ctx)
+    want = brute_force_vtl(l2_normalize(x), l2_normalize(x[[6]]), 8, 0.05)  # 8 picks, repeats allowed
+    weights = np.bincount(want, minlength=8)
+    assert d.height == 8 and d["kept"].to_list() == (weights > 0).tolist()
+    assert d.filter(d["kept"])["weight"].to_list() == weights[weights > 0].astype(float).tolist()
+
+
+def test_objective_is_the_posterior_variance_the_selection_leaves():
+    rng = np.random.default_rng(9)
+    x = clustered(40, 8, 4, 3, spread=0.4)
+    pool, ctx = pairs_pool(x)
+    sel = SELECTORS.build("sift", {"kind": "sift", "budget": 6, "lam": 0.1, "targets": ["prompt 2", "prompt 9"]})
+    d = sel.select(pool, ctx)
+    kept = np.flatnonzero(d["kept"].to_numpy())
+    weights = d["weight"].to_numpy()[kept]
+    picks = np.repeat(kept, weights.astype(int)).tolist()
+    want = posterior_total_variance(l2_normalize(x).astype(np.float64), l2_normalize(x[[2, 9]]).astype(np.float64), picks, 0.1)
+    assert sel.objective(kept, weights) == pytest.approx(want, rel=1e-6)
+    assert sel.report["final_total_variance"] == pytest.approx(want, rel=1e-6)
+    assert sel.objective(rng.choice(40, size=len(kept), replace=False)) > want - 1e-9
