@@ -166,7 +166,10 @@ def test_margin_action_attaches_the_strength():
     pool, scores, _, _ = synthetic(n_pairs=40, n_prompts=10)
     d = run({"method": "ensemble", "scores": ["true", "noisy"], "action": "margin"}, pool, scores)
     det = [json.loads(x) for x in d["detail"].to_list()]
-    assert d["kept"].all() and all(x["adaptive_margin"] == x["mu"] for x in det)
+    value = {(r["scorer"], r["target_id"]): r["value"] for r in scores.to_dicts()}
+    by_hand = [np.mean([value[(s, c)] - value[(s, r)] for s in ("true", "noisy")])
+               for c, r in zip(pool["chosen_id"], pool["rejected_id"])]
+    assert d["kept"].all() and [x["adaptive_margin"] for x in det] == pytest.approx(by_hand)
 
 
 def test_default_margin_column_is_used_by_confidence_without_scorer():

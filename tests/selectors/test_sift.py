@@ -197,13 +197,13 @@ def test_bad_targets_are_clear_errors(tmp_path):
 
 
 def test_undirected_selection_covers_the_clusters():
-    order = np.random.default_rng(5).permutation(90)  # clusters not laid out in index order
-    x = clustered(90, 16, 3, 2)[order]
+    order = np.random.default_rng(0).permutation(120)  # clusters not laid out in index order
+    x = clustered(120, 16, 6, 2)[order]
     pool, ctx = pairs_pool(x)
-    d = SELECTORS.build("sift", {"kind": "sift", "budget": 3}).select(pool, ctx)
+    d = SELECTORS.build("sift", {"kind": "sift", "budget": 6}).select(pool, ctx)
     ids = pool["pair_id"].to_list()
-    picked = sorted(int(order[ids.index(t)]) % 3 for t in d.filter(d["kept"])["target_id"].to_list())
-    assert picked == [0, 1, 2]
+    picked = sorted(int(order[ids.index(t)]) % 6 for t in d.filter(d["kept"])["target_id"].to_list())
+    assert picked == [0, 1, 2, 3, 4, 5]
 
 
 def test_budget_beyond_the_pool_is_clamped_to_the_pool():
