@@ -47,6 +47,15 @@ TAG_PROMPT = (
 
 log = logging.getLogger(__name__)
 
+# The label graph's T. The paper's 0.9 is for e5-mistral-7b tag embeddings; with MiniLM (the
+# project's default embedder) 0.9 links only near-paraphrases (2 of 120 related tag pairs).
+# 0.45 had the best F1 (precision 0.76, recall 0.78) for "same intent or domain" on a
+# hand-written InsTag-style tag set: benchmarks/mig_threshold.py, results/mig_threshold.json.
+# Set `threshold` for another embedding model. Cluster labels are centroids: 0.9 links a
+# cluster with its sub-clusters at the finer resolutions, not its siblings.
+TAG_THRESHOLD = 0.45
+CLUSTER_THRESHOLD = 0.9
+
 
 @dataclass(frozen=True)
 class Phi:
@@ -297,7 +306,7 @@ class MIG(Selector):
         tagger: dict[str, Any] | None = None  # a generation backend config: {backend: ..., model: ..., ...}
         min_tag_count: int = Field(1, ge=1)
         cluster_resolutions: list[int] = Field(default_factory=lambda: [16, 64, 256])
-        threshold: float = 0.9
+        threshold: float | None = None  # None: TAG_THRESHOLD for tags, CLUSTER_THRESHOLD for clusters
         prop_weight: float = Field(1.0, ge=0.0)
         phi: Literal["pow", "exp"] = "pow"
         phi_a: float = Field(1e-6, gt=0.0)
@@ -357,7 +366,8 @@ class MIG(Selector):
                 )
             s = q
         source, label_sets, label_vectors, names = self._labels(pool, context)
-        p = propagation_matrix(label_graph(label_vectors, cfg.threshold), cfg.prop_weight)
+        threshold = cfg.threshold if cfg.threshold is not None else CLUSTER_THRESHOLD if source == "clusters" else TAG_THRESHOLD
+        p = propagation_matrix(label_graph(label_vectors, threshold), cfg.prop_weight)
         e_hat = propagate(label_sets, s, p, norm=cfg.norm)
         phi = Phi(cfg.phi, cfg.phi_a, cfg.phi_b, cfg.phi_alpha)
         self._e_hat, self._phi = e_hat, phi
@@ -376,7 +386,7 @@ class MIG(Selector):
         gain = np.zeros(n)
         gain[order] = gains
         self.report = {"label_source": source, "labels": len(names), "unlabelled": int((~labelled).sum()),
-                       "graph_edges": int(p.nnz), "threshold": cfg.threshold, "selected": int(len(order)),
+                       "graph_edges": int(p.nnz), "threshold": threshold, "selected": int(len(order)),
                        "information": information(e_hat[order], phi) if len(order) else 0.0}
         log.info("%s %s: %s", context.stage, "MIG", self.report)
         detail = [

@@ -14,6 +14,8 @@ from scipy import sparse
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionError
 from curation.selectors.mig import (
+    CLUSTER_THRESHOLD,
+    TAG_THRESHOLD,
     Phi,
     information,
     label_graph,
@@ -179,11 +181,11 @@ def test_selector_with_tags_matches_the_reference_and_is_not_top_k():
     pool, ctx = pairs_pool(clustered(n, 8, 4, 0), margin, tags=tags)
     sel = SELECTORS.build("mig", {"kind": "mig", "budget": 8})
     d = sel.select(pool, ctx)
-    assert sel.report["label_source"] == "tags"
+    assert sel.report["label_source"] == "tags" and sel.report["threshold"] == TAG_THRESHOLD
     got = [pool["pair_id"].to_list().index(t) for t in d.filter(d["kept"]).sort("rank")["target_id"].to_list()]
     vocab = sorted({f"topic {t}" for t in topic})
     want = reference_greedy([[vocab.index(f"topic {t}")] for t in topic], np.logaddexp(0, margin),
-                            ctx.embed(vocab), 0.9, 1.0, Phi(), 8)
+                            ctx.embed(vocab), TAG_THRESHOLD, 1.0, Phi(), 8)
     assert got == want
     assert set(topic[got].tolist()) == {0, 1, 2, 3}  # spread over the topics
     top_quality = np.argsort(-margin, kind="stable")[:8]
@@ -206,12 +208,23 @@ def test_cluster_variant_is_chosen_by_name_and_is_deterministic():
     sel = SELECTORS.build("mig", cfg)
     d1 = sel.select(pool, ctx)
     assert sel.report["label_source"] == "clusters" and sel.report["labels"] == 18
+    assert sel.report["threshold"] == CLUSTER_THRESHOLD
     assert json.loads(d1.filter(d1["kept"])["detail"][0])["label_source"] == "clusters"
     assert d1.equals(SELECTORS.build("mig", cfg).select(pool, ctx))
     # six well-separated clusters: the first six picks cover all of them
     first6 = d1.filter(d1["kept"]).sort("rank")["target_id"].to_list()[:6]
     ids = pool["pair_id"].to_list()
     assert sorted(int(order[ids.index(t)]) % 6 for t in first6) == list(range(6))
+
+
+def test_default_threshold_links_related_minilm_tags_that_0_9_leaves_apart():
+    from curation.selectors.base import minilm_embed
+
+    tags = ["python programming", "debugging python code", "recipe request", "cooking instructions", "algebra"]
+    v = minilm_embed(tags)
+    linked = label_graph(v, TAG_THRESHOLD).toarray() > 0
+    assert linked[0, 1] and linked[2, 3] and not linked[0, 2] and not linked[1, 4]
+    assert not (label_graph(v, 0.9).toarray() > 0)[[0, 2], [1, 3]].any()
 
 
 def test_objective_is_the_information_of_the_rows():
