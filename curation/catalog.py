@@ -6,8 +6,15 @@
                                       scores, decisions, quarantine parquet, manifest.json, card.md
 
 Publishing is atomic: the files are written into a temporary folder, renamed to `v<N>` and
-only then is the version row committed in one DuckDB transaction. A folder without a
-committed row is invisible and is replaced by the next publish of that number. DuckDB allows
+only then is the version row committed in one DuckDB transaction; the manifest says
+`"committed": false` until that transaction is done. The database is the record of what exists,
+and files are never deleted on a guess: a version folder missing from the database is cleaned
+only when its own manifest says it was never committed. Any other version folder the database
+does not list (the database was lost or restored from an older backup) stops every write until
+`curate doctor --fix` has rebuilt the database from the manifests (curation/doctor.py).
+
+Reads are verified: loading a table checks its Parquet footer, row count, size and footer
+digest against the manifest (cheap); `verify_version` hashes every file (full). DuckDB allows
 one writer process, so every write opens the database under an exclusive file lock, writes
 and closes; readers take a shared lock for the moment they read the small tables.
 """
@@ -287,12 +294,12 @@ def _write_text(path: Path, text: str) -> None:
         os.fsync(fh.fileno())
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, full: bool = False) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[: schema.ID_HEX_CHARS]
+    return h.hexdigest() if full else h.hexdigest()[: schema.ID_HEX_CHARS]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -303,6 +310,94 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+MANIFEST = "manifest.json"
+VERSION_DIR = re.compile(r"^v(\d+)$")
+TMP_DIR = re.compile(r"^\.tmp-(\d+)-")
+FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes) and b"PAR1"
+
+
+def file_digest(path: Path) -> dict[str, Any]:
+    """What a version's manifest stores per file: size, sha256, footer digest (and rows for Parquet)."""
+    out: dict[str, Any] = {"bytes": path.stat().st_size, "sha256": _sha256(path, full=True)}
+    if path.suffix == ".parquet":
+        out["footer"] = _footer_digest(path)
+        import pyarrow.parquet as pq
+
+        out["rows"] = pq.ParquetFile(path).metadata.num_rows
+    return out
+
+
+def _footer_digest(path: Path) -> str:
+    """sha256 of the Parquet footer: it holds every column chunk's offsets, sizes and statistics,
+    so a replaced or edited file changes it; reading it costs a few kilobytes, not the file."""
+    with open(path, "rb") as fh:
+        fh.seek(-FOOTER_TAIL, os.SEEK_END)
+        tail = fh.read(FOOTER_TAIL)
+        if tail[4:] != b"PAR1":
+            raise ValueError("no Parquet footer (the file is truncated or not Parquet)")
+        length = int.from_bytes(tail[:4], "little")
+        fh.seek(-(FOOTER_TAIL + length), os.SEEK_END)
+        return hashlib.sha256(fh.read(length + FOOTER_TAIL)).hexdigest()[: schema.ID_HEX_CHARS]
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """A version folder's manifest; CatalogError when it is missing or not JSON."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CatalogError(f"{path}: unreadable manifest ({exc}); `curate doctor` checks the catalog") from exc
+    if not isinstance(manifest, dict):
+        raise CatalogError(f"{path}: a manifest is a JSON object; `curate doctor` checks the catalog")
+    return manifest
+
+
+def manifest_state(folder: Path) -> str:
+    """'pending' (its manifest says it was never committed), 'committed', or 'unknown' (no readable
+    manifest, or one written before manifests recorded the commit): only 'pending' may be cleaned."""
+    try:
+        manifest = read_manifest(folder)
+    except CatalogError:
+        return "unknown"
+    committed = manifest.get("committed")
+    return "pending" if committed is False else "committed" if committed is True else "unknown"
+
+
+def mark_committed(folder: Path) -> None:
+    """After the catalog transaction: the manifest says so (replaced atomically, fsynced)."""
+    manifest = read_manifest(folder)
+    manifest["committed"] = True
+    tmp = folder / f".{MANIFEST}.tmp"
+    _write_text(tmp, json.dumps(manifest, indent=2, default=str))
+    os.replace(tmp, folder / MANIFEST)
+    fsync_dir(folder)
+
+
+def verify_file(path: Path, expected: Mapping[str, Any] | None, *, rows: int | None = None, full: bool = False) -> str | None:
+    """Why `path` is not the file the manifest recorded (None when it is). Cheap: Parquet footer,
+    row count, size and footer digest; full: the sha256 of every byte as well."""
+    if path.is_symlink() or not path.is_file():
+        return "missing" if not path.exists() else "not a plain file"
+    try:
+        import pyarrow.parquet as pq
+
+        meta_rows = pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
+        footer = _footer_digest(path) if path.suffix == ".parquet" else None
+    except Exception as exc:  # ArrowInvalid, OSError: truncated or not Parquet
+        return f"damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    want_rows = rows if rows is not None else (expected or {}).get("rows")
+    if want_rows is not None and meta_rows is not None and meta_rows != want_rows:
+        return f"holds {meta_rows} rows where the catalog recorded {want_rows} (replaced or edited)"
+    if expected:
+        if expected.get("bytes") is not None and path.stat().st_size != expected["bytes"]:
+            return f"is {path.stat().st_size} bytes where the manifest recorded {expected['bytes']} (replaced or edited)"
+        if expected.get("footer") and footer != expected["footer"]:
+            return "its Parquet footer differs from the one recorded (replaced or edited)"
+        if full and expected.get("sha256") and _sha256(path, full=True) != expected["sha256"]:
+            return "its content hash differs from the one recorded (edited)"
+    return None
 
 
 # ---------------------------------------------------------------- the catalog
@@ -321,7 +416,7 @@ class Catalog:
         self.datasets_dir = self.root / "datasets"
         self.store = ArtifactStore(self.root / "artifacts")
         if not self.db_path.exists():
-            with self._write():
+            with self._write(check=False):
                 pass
 
     def __repr__(self) -> str:
@@ -331,7 +426,13 @@ class Catalog:
 
     @contextmanager
     def _lock(self, exclusive: bool) -> Iterator[None]:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CatalogError(
+                f"cannot open the catalog's lock file {self.lock_path}: {exc.strerror or exc}; it must be a plain "
+                "file (it holds no data: move away what is there and run again)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             yield
@@ -340,26 +441,64 @@ class Catalog:
             os.close(fd)
 
     @contextmanager
-    def _write(self) -> Iterator[Any]:
-        import duckdb
-
+    def _write(self, check: bool = True) -> Iterator[Any]:
+        """The database under the exclusive lock; `check`: refuse while version folders exist that
+        it does not list (it was lost or restored from an older backup)."""
         with self._lock(exclusive=True):
-            con = duckdb.connect(str(self.db_path))
+            con = self._connect(read_only=False)
             try:
                 con.execute(_DDL)
+                if check:
+                    self._check_in_step(con)
                 yield con
             finally:
                 con.close()
 
-    def _query(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
+    def _connect(self, read_only: bool) -> Any:
         import duckdb
 
+        try:
+            return duckdb.connect(str(self.db_path), read_only=read_only)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CatalogError(
+                f"catalog database {self.db_path} is unreadable ({first}); `curate doctor --catalog {self.root}` "
+                "checks it, and with --fix moves it aside and rebuilds it from the version manifests"
+            ) from exc
+
+    def _query(self, query: str, params: Sequence[Any] | None = None) -> pl.DataFrame:
         with self._lock(exclusive=False):
-            con = duckdb.connect(str(self.db_path), read_only=True)
+            con = self._connect(read_only=True)
             try:
                 return con.sql(query, params=list(params) if params else None).pl()
             finally:
                 con.close()
+
+    def unlisted_versions(self, con: Any) -> list[Path]:
+        """Version folders the database does not list, except those never committed."""
+        if not self.datasets_dir.is_dir():
+            return []
+        known = {(n, int(v)) for n, v in con.execute("SELECT name, version FROM versions").fetchall()}
+        out = []
+        for ds in sorted(self.datasets_dir.iterdir()):
+            if not ds.is_dir():
+                continue
+            for entry in sorted(ds.iterdir()):
+                m = VERSION_DIR.match(entry.name)
+                if m and (ds.name, int(m.group(1))) not in known and manifest_state(entry) != "pending":
+                    out.append(entry)
+        return out
+
+    def _check_in_step(self, con: Any) -> None:
+        unlisted = self.unlisted_versions(con)
+        if unlisted:
+            shown = ", ".join(f"{p.parent.name}@{p.name}" for p in unlisted[:5]) + (", ..." if len(unlisted) > 5 else "")
+            raise CatalogError(
+                f"{self.db_path} does not list {len(unlisted)} published version(s) whose folders exist ({shown}): the "
+                "database was lost or restored from an older backup. Nothing was written (it would reuse their "
+                f"numbers). Run `curate doctor --catalog {self.root}` to see the state and `curate doctor --fix "
+                f"--catalog {self.root}` to rebuild the database from the version manifests"
+            )
 
     # -- versions
 
@@ -453,7 +592,8 @@ class Catalog:
             _write_file(_table(tables, "pairs"), tmp / "pool.parquet", "pairs")
             for t, df in lineage_frames.items():
                 _write_file(df, tmp / f"{t}.parquet", t)
-            fp = _sha256(tmp / "pairs.parquet")
+            digests = {p.name: file_digest(p) for p in sorted(tmp.glob("*.parquet"))}
+            fp = digests["pairs.parquet"]["sha256"][: schema.ID_HEX_CHARS]
             with self._write() as con:
                 version = self._next_version(con, name, ds_dir)
                 ref = f"{name}@v{version}"
@@ -472,7 +612,9 @@ class Catalog:
                     "test_fraction": test_fraction,
                     "seed": seed,
                     "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json", "card.md"],
+                    "digests": digests,
                     "recipe": recipe,
+                    "committed": False,  # until the catalog transaction is done: see mark_committed
                 }
                 _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
                 if card is None:
@@ -488,6 +630,7 @@ class Catalog:
                 if pause:
                     time.sleep(pause)
                 self._commit_version(con, manifest, final, run, recipe, created)
+                mark_committed(final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -503,13 +646,14 @@ class Catalog:
 
     @staticmethod
     def _next_version(con: Any, name: str, ds_dir: Path) -> int:
-        """Under the exclusive lock: the next number, after clearing leftovers of crashed publishes."""
+        """Under the exclusive lock (after _check_in_step): the next number, after clearing what
+        crashed publishes left: folders whose manifest says never committed, dead processes' temps."""
         committed = {r[0] for r in con.execute("SELECT version FROM versions WHERE name = ?", [name]).fetchall()}
         for entry in ds_dir.iterdir():
-            m = re.match(r"^v(\d+)$", entry.name)
-            if m and int(m.group(1)) not in committed:
-                shutil.rmtree(entry)  # renamed into place but never committed: invisible, replace it
-            tm = re.match(r"^\.tmp-(\d+)-", entry.name)
+            m = VERSION_DIR.match(entry.name)
+            if m and int(m.group(1)) not in committed and manifest_state(entry) == "pending":
+                shutil.rmtree(entry)  # renamed into place, never committed: nobody ever saw it
+            tm = TMP_DIR.match(entry.name)
             if tm and not _pid_alive(int(tm.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
         return max(committed, default=0) + 1
@@ -669,8 +813,7 @@ class Catalog:
             raise CatalogError(f"unknown table {table!r}; choose one of {', '.join(LOADABLE_TABLES)}")
         info = self.resolve(ref)
         path = info.file(table)
-        if not path.is_file():
-            raise CatalogError(f"{info.ref}: file {path} is missing; the version folder was altered")
+        self._check_file(info, table, full=False)
         split = info.split if table == "pairs" else None
         if as_ == "duckdb":
             import duckdb
@@ -691,6 +834,32 @@ class Catalog:
             return datasets.Dataset(df.to_arrow(), fingerprint=f"{info.fingerprint or info.ref}-{table}-{split or 'all'}")
         raise CatalogError(f"unknown load format {as_!r}; choose polars, arrow, hf or duckdb")
 
+    def _check_file(self, info: VersionInfo, table: str, full: bool) -> None:
+        """Raise CatalogError when a version's file is not what was published (see verify_file)."""
+        path = info.file(table)
+        try:
+            manifest = read_manifest(info.path)
+        except CatalogError as exc:
+            raise CatalogError(f"{info.ref} cannot be served: {exc}") from None
+        if table == "pairs" and manifest.get("fingerprint") not in (None, info.fingerprint):
+            why = "its manifest names other content than the catalog recorded (the folder was replaced)"
+        else:
+            why = verify_file(path, (manifest.get("digests") or {}).get(path.name), rows=info.rows if table == "pairs" else None, full=full)
+            if why is None and full and table == "pairs" and info.fingerprint and _sha256(path) != info.fingerprint:
+                why = "its content hash differs from the catalog's fingerprint (edited)"
+        if why:
+            raise CatalogError(
+                f"{info.ref} cannot be served: {path} {why}. A published version is immutable: restore the file "
+                f"from a backup, or see `curate doctor --catalog {self.root}`"
+            )
+
+    def verify_version(self, ref: str | VersionInfo) -> VersionInfo:
+        """Full check of every table of a version (sha256 of every byte); CatalogError on the first bad one."""
+        info = self.resolve(ref)
+        for table in LOADABLE_TABLES:
+            self._check_file(info, table, full=True)
+        return info
+
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
         """Read-only SQL over views of the whole catalog.
 
@@ -705,7 +874,7 @@ class Catalog:
             if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
                 raise CatalogError("Catalog.sql runs one read-only SELECT statement; publish or record_* to write")
             with self._lock(exclusive=False):
-                src = duckdb.connect(str(self.db_path), read_only=True)
+                src = self._connect(read_only=True)
                 try:
                     meta = {t: src.sql(f"SELECT * FROM {t}").to_arrow_table() for t in ("datasets", "versions", "runs", "lineage", "models", "evaluations")}
                 finally:

@@ -253,7 +253,10 @@ def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(path, [Problem((), f"recipe file not found: {path}")])
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(path, [Problem((), f"unreadable recipe: {exc}")]) from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)

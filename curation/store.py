@@ -3,10 +3,13 @@
 A stage whose fingerprint already has a file is skipped, so an interrupted or changed run
 recomputes only what changed. Files are written under a temporary name in the same folder,
 fsynced and renamed into place, so a crash never leaves a half file under a real fingerprint.
+Resume still checks before it trusts: an artifact whose Parquet footer is unreadable (truncated,
+overwritten) is set aside as `<fp>.parquet.damaged` and reported missing, so the stage recomputes it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tempfile
@@ -20,6 +23,8 @@ import pyarrow.parquet as pq
 from curation import schema
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:=+-]*$")
+DAMAGED_SUFFIX = ".damaged"
+log = logging.getLogger(__name__)
 
 
 class StoreError(ValueError):
@@ -68,7 +73,7 @@ def write_parquet_atomic(frame: pl.DataFrame | Any, path: Path, *, table: str | 
         frame = pl.from_arrow(frame)
     if table:
         frame = schema.conform(frame, table)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             frame.write_parquet(fh, compression="zstd")
@@ -80,6 +85,28 @@ def write_parquet_atomic(frame: pl.DataFrame | Any, path: Path, *, table: str | 
         raise
     fsync_dir(path.parent)
     return frame.height
+
+
+def writer_pid(tmp: Path) -> int | None:
+    """The process that writes a temporary file of write_parquet_atomic (from its name)."""
+    parts = tmp.name.split(".")
+    return int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
+
+
+def artifact_problem(path: Path) -> str | None:
+    """Why `path` cannot be a complete Parquet file (None when its footer and metadata read)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() < 12:
+                return f"{path} is truncated ({fh.tell()} bytes)"
+            fh.seek(-4, os.SEEK_END)
+            if fh.read(4) != b"PAR1":
+                return f"{path} is truncated or not Parquet (no footer)"
+        pq.ParquetFile(path).metadata  # noqa: B018 - parses the footer
+    except Exception as exc:  # OSError, ArrowInvalid
+        return f"{path} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None
 
 
 class ArtifactStore:
@@ -95,12 +122,25 @@ class ArtifactStore:
         return self.root / _check_part("stage", stage) / f"{_check_part('fingerprint', fp)}.parquet"
 
     def exists(self, stage: str, fp: str) -> bool:
-        return self.path(stage, fp).is_file()
+        """A complete artifact is there; a damaged one is set aside (and so does not exist)."""
+        path = self.path(stage, fp)
+        if not path.is_file():
+            return False
+        why = artifact_problem(path)
+        if why is None:
+            return True
+        self._set_aside(path, why)
+        return False
+
+    @staticmethod
+    def _set_aside(path: Path, why: str) -> None:
+        log.warning("%s; set aside as %s%s, the stage recomputes it", why, path.name, DAMAGED_SUFFIX)
+        os.replace(path, path.with_name(path.name + DAMAGED_SUFFIX))
 
     def ref(self, stage: str, fp: str) -> ArtifactRef:
         """The reference of an existing artifact (rows read from the Parquet footer)."""
         path = self.path(stage, fp)
-        if not path.is_file():
+        if not self.exists(stage, fp):
             raise StoreError(f"no artifact for stage {stage!r} with fingerprint {fp!r} at {path}")
         return ArtifactRef(stage, fp, str(path), pq.ParquetFile(path).metadata.num_rows)
 
@@ -116,4 +156,10 @@ class ArtifactStore:
         path = Path(ref.path)
         if not path.is_file():
             raise StoreError(f"artifact {ref.stage}/{ref.fingerprint} is missing: {path} does not exist")
-        return pl.read_parquet(path)
+        try:
+            return pl.read_parquet(path)
+        except Exception as exc:  # a footer that reads over damaged pages: polars / arrow errors
+            why = f"{path} is unreadable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            self._set_aside(path, why)
+            raise StoreError(f"artifact {ref.stage}/{ref.fingerprint}: {why}; it was set aside: run again to "
+                             "recompute it") from exc

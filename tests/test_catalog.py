@@ -310,9 +310,10 @@ def test_leftovers_of_dead_publishers_are_cleared(tmp_path: Path) -> None:
     (dead / "pairs.parquet").write_bytes(b"half a file")
     live = ds / f".tmp-{os.getpid()}-cafecafe"  # a publisher still at work: left alone
     live.mkdir()
-    orphan = ds / "v2"  # renamed into place, never committed
+    orphan = ds / "v2"  # renamed into place, never committed: its manifest says so
     orphan.mkdir()
     (orphan / "pairs.parquet").write_bytes(b"junk")
+    (orphan / "manifest.json").write_text('{"name": "left", "version": 2, "committed": false}')
     info = cat.publish("left", make_tables(3))
     assert info.version == 2 and cat.load(info.ref).height == 3
     assert not dead.exists() and live.exists()

@@ -20,6 +20,9 @@ def _open(catalog: str | None, *, create: bool = False):
 
     root = catalog_path(catalog)
     if not create and not (root / "catalog.duckdb").is_file():
+        if any((root / "datasets").glob("*/v*")):
+            fail(f"{root / 'catalog.duckdb'} is missing but {root / 'datasets'} holds published versions: "
+                 f"`curate doctor --fix --catalog {root}` rebuilds the database from their manifests")
         fail(f"no catalog at {root}: import data first (`curate import FILE --name NAME --catalog {root}`)")
     try:
         return Catalog(root)
@@ -173,6 +176,7 @@ def ls(
 def show(
     ref: str = typer.Argument(..., help="NAME, NAME@vN, optionally :train / :test"),
     sample: int = typer.Option(0, "--sample", min=0, help="Also print this many example rows"),
+    verify: bool = typer.Option(False, "--verify", help="Hash every file of the version first (reads always check sizes, rows and footers)."),
     catalog: Optional[str] = CatalogOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -181,7 +185,7 @@ def show(
 
     cat = _open(catalog)
     try:
-        info = cat.resolve(ref)
+        info = cat.verify_version(ref) if verify else cat.resolve(ref)
         rows = cat.load(info)
         tables = {t: cat.load(info, table=t) for t in ("decisions", "quarantine")}
         children = cat.children(info.ref)["child"].to_list()
@@ -288,6 +292,7 @@ def export(
     ref: str = typer.Argument(..., help="NAME, NAME@vN, optionally :train / :test"),
     format: str = typer.Option(..., "--format", help=FORMAT_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier export)"),
+    verify: bool = typer.Option(False, "--verify", help="Hash every file of the version before exporting it."),
     catalog: Optional[str] = CatalogOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -297,6 +302,8 @@ def export(
     cat = _open(catalog)
     try:
         with console.status(Text(f"exporting {ref} as {format} …"), spinner="dots"):
+            if verify:
+                cat.verify_version(ref)
             report = export_version(cat, ref, format, out)
     except _errors() as exc:
         fail(str(exc))
@@ -309,3 +316,43 @@ def export(
     console.print(f"files: {', '.join(report.files)}")
     if report.skipped:
         err_console.print("skipped rows carry no usable preference for this format (ties have no direction).")
+
+
+@app.command("doctor")
+def doctor_(
+    fix: bool = typer.Option(False, "--fix", help="Rebuild missing database rows from intact manifests (an unreadable database is moved aside first)."),
+    clean: bool = typer.Option(False, "--clean", help="Delete leftovers: never-committed version folders, temp folders of dead processes, damaged artifacts."),
+    quick: bool = typer.Option(False, "--quick", help="Check sizes, row counts and Parquet footers only, not every byte's hash."),
+    catalog: Optional[str] = CatalogOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Check the catalog against its files: every version's hash and row count, folders the database
+    does not list, rows whose folder is gone, leftovers of killed processes. Changes nothing unless
+    --fix / --clean."""
+    from curation.doctor import doctor
+
+    root = catalog_path(catalog)
+    try:
+        with console.status(Text(f"checking {root} …"), spinner="dots"):
+            report = doctor(root, fix=fix, clean=clean, full=not quick)
+    except _errors() as exc:
+        fail(str(exc))
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        console.print(f"curate doctor {report.catalog}: {report.versions_checked} listed versions checked", soft_wrap=True)
+        for f in report.findings:
+            console.print(Text.assemble((f.kind, "bold"), f": {f.path}: {f.message}", (f" [{f.action}]" if f.action else "", "green")), soft_wrap=True)
+        unresolved = [f for f in report.findings if not f.resolved]
+        if not unresolved:
+            console.print(f"{report.catalog}: healthy" + (f" ({len(report.findings)} repaired)" if report.findings else ""))
+        else:
+            kinds = {f.kind for f in unresolved}
+            hint = []
+            if kinds & {"unlisted", "database", "uncommitted"} and not fix:
+                hint.append("--fix rebuilds the database from the manifests")
+            if kinds & {"leftover", "uncommitted", "bad_artifact"} and not clean:
+                hint.append("--clean deletes leftovers")
+            err_console.print(Text(f"{len(unresolved)} problem(s) remain" + (f"; {'; '.join(hint)}" if hint else "")))
+    if not report.ok:
+        raise typer.Exit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -108,15 +109,35 @@ def test_user_text_is_not_markup_or_emoji(catalog: Path, tmp_path: Path) -> None
     assert r.exit_code == 1 and "choose one of trl_dpo" in r.output
 
 
-def test_unexpected_errors_are_one_line_unless_debug(catalog: Path, tmp_path: Path) -> None:
-    lock = tmp_path / "cat"
-    lock.mkdir()
-    (lock / "catalog.duckdb").write_bytes(b"not a database at all" * 100)
-    plain = curate_process("ls", "--catalog", str(lock))
-    assert plain.returncode == 1 and "Traceback" not in plain.stderr
-    assert plain.stderr.startswith("error: ") and "catalog.duckdb" in plain.stderr
-    debug = curate_process("ls", "--catalog", str(lock), "--debug")
-    assert debug.returncode == 1 and "Traceback" in debug.stderr
+def test_broken_database_and_lock_are_one_line(catalog: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "cat"
+    broken.mkdir()
+    (broken / "catalog.duckdb").write_bytes(b"not a database at all" * 100)
+    r = curate_process("ls", "--catalog", str(broken))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith(f"error: catalog database {broken / 'catalog.duckdb'} is unreadable") and "curate doctor" in r.stderr
+    locked = tmp_path / "locked"
+    shutil.copytree(catalog, locked)
+    (locked / ".catalog.lock").unlink(missing_ok=True)
+    (locked / ".catalog.lock").mkdir()
+    r = curate_process("show", "good", "--catalog", str(locked))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"lock file {locked / '.catalog.lock'}" in r.stderr and "plain file" in r.stderr
+
+
+@app.command("reliability-fixture-open", hidden=True)
+def _open_missing(path: str) -> None:
+    """A command that does not handle its OS error: the group turns it into one line."""
+    open(path).close()
+
+
+def test_unhandled_errors_are_one_line_unless_debug(tmp_path: Path) -> None:
+    missing = tmp_path / "[/x] :train:" / "gone.txt"
+    r = curate("reliability-fixture-open", str(missing))
+    assert r.exit_code == 1 and not isinstance(r.exception, FileNotFoundError)
+    assert r.output.splitlines()[0] == f"error: {missing}: No such file or directory; check that the path exists"
+    r = curate("--debug", "reliability-fixture-open", str(missing))
+    assert isinstance(r.exception, FileNotFoundError)  # --debug lets the traceback through
 
 
 # ---------------------------------------------------------------- names
@@ -198,3 +219,48 @@ def test_validate_catches_what_used_to_fail_at_run_time(tmp_path: Path) -> None:
     assert r.exit_code == 1
     (p,) = json.loads(r.stdout)["problems"]
     assert p["line"] == 6 and p["path"] == "publish" and "duplicate key (first on line 4)" in p["message"]
+
+
+# ---------------------------------------------------------------- the database is the record (CLI)
+
+
+def test_lost_database_then_import_loses_nothing(tmp_path: Path) -> None:
+    cat = str(tmp_path / "cat")
+    src = pairs_file(tmp_path / "p.jsonl", 30)
+    for limit in ("30", "20"):
+        assert curate("import", str(src), "--name", "ds", "--limit", limit, "--catalog", cat).exit_code == 0
+    (tmp_path / "cat" / "catalog.duckdb").unlink()
+    ls = curate_process("ls", "--catalog", cat)
+    assert ls.returncode == 1 and "catalog.duckdb is missing" in ls.stderr and "curate doctor --fix" in ls.stderr
+    again = curate_process("import", str(src), "--name", "ds", "--limit", "5", "--catalog", cat)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "does not list 2 published version(s)" in again.stderr and "curate doctor --fix" in again.stderr
+    assert sorted(p.name for p in (tmp_path / "cat" / "datasets" / "ds").iterdir()) == ["v1", "v2"]
+    looked = curate("doctor", "--catalog", cat, "--json")
+    assert looked.exit_code == 1 and [f["kind"] for f in json.loads(looked.stdout)["findings"]] == ["unlisted", "unlisted"]
+    fixed = curate("doctor", "--fix", "--catalog", cat)
+    assert fixed.exit_code == 0, fixed.output
+    rows = json.loads(curate("ls", "--catalog", cat, "--json").stdout)
+    assert [(r["ref"], r["rows"]) for r in rows] == [("ds@v1", 30), ("ds@v2", 20)]
+    after = curate("import", str(src), "--name", "ds", "--limit", "5", "--catalog", cat, "--json")
+    assert after.exit_code == 0 and json.loads(after.stdout)["ref"] == "ds@v3"
+
+
+def test_tampered_version_is_refused_by_show_and_export(catalog: Path, tmp_path: Path) -> None:
+    import polars as pl
+
+    copy = tmp_path / "cat"
+    shutil.copytree(catalog, copy)
+    pairs = copy / "datasets" / "good" / "v1" / "pairs.parquet"
+    pl.read_parquet(pairs).head(10).write_parquet(pairs)
+    show = curate("show", "good", "--catalog", str(copy))
+    assert show.exit_code == 1 and "holds 10 rows where the catalog recorded 40" in show.output
+    exp = curate("export", "good", "--format", "jsonl", "--out", str(tmp_path / "e"), "--catalog", str(copy))
+    assert exp.exit_code == 1 and "cannot be served" in exp.output and not (tmp_path / "e").exists()
+    assert curate("show", "good", "--verify", "--catalog", str(catalog)).exit_code == 0
+
+
+@pytest.mark.parametrize("ref", ["../x", "good@v1;DROP TABLE versions", "good@v1:../../etc", "x'y"])
+def test_hostile_refs_are_refused(catalog: Path, ref: str) -> None:
+    r = curate("show", ref, "--catalog", str(catalog))
+    assert r.exit_code == 1 and ("bad dataset reference" in r.output or "invalid dataset name" in r.output)

@@ -1,0 +1,180 @@
+"""The catalog rows of issue 11's reliability table: the database is the record, reads are verified,
+leftovers are reported and cleaned only when asked, damaged stage artifacts are recomputed.
+
+CLI-level rows (export folders, error lines, names, input edges, validate) are in
+tests/commands/test_reliability_cli.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curation.catalog import CatalogError, open_catalog
+from curation.doctor import doctor
+from curation.store import DAMAGED_SUFFIX
+from tests.test_catalog import make_tables
+
+
+def _three_versions(root: Path):
+    cat = open_catalog(root)
+    infos = [cat.publish("ds", make_tables(n, tag=f"v{n}")) for n in (3, 4, 5)]
+    return cat, infos
+
+
+def _kinds(report) -> list[tuple[str, str, bool]]:
+    return sorted((f.kind, Path(f.path).name, f.resolved) for f in report.findings)
+
+
+# ---------------------------------------------------------------- the database is the record
+
+
+@pytest.mark.parametrize("how", ["lost", "older backup"])
+def test_lost_or_old_database_refuses_writes_until_doctor_rebuilds_it(tmp_path: Path, how: str) -> None:
+    root = tmp_path / "cat"
+    cat = open_catalog(root)
+    v1 = cat.publish("ds", make_tables(3, tag="a"))
+    shutil.copy(root / "catalog.duckdb", tmp_path / "backup.duckdb")
+    v2 = cat.publish("ds", make_tables(4, tag="b"))
+    cat.publish("other", make_tables(2, tag="c"))
+    if how == "lost":
+        (root / "catalog.duckdb").unlink()
+    else:
+        shutil.copy(tmp_path / "backup.duckdb", root / "catalog.duckdb")
+    cat = open_catalog(root)
+    with pytest.raises(CatalogError, match=r"does not list .*ds@v2.*curate doctor --fix"):
+        cat.publish("ds", make_tables(1, tag="new"))
+    with pytest.raises(CatalogError, match="does not list"):
+        cat.publish("brand-new", make_tables(1, tag="new"))  # no write at all while the record is behind
+    assert sorted(p.name for p in (root / "datasets" / "ds").iterdir()) == ["v1", "v2"]  # nothing deleted
+    assert json.loads((v2.path / "manifest.json").read_text())["rows"] == 4
+
+    looked = doctor(root)
+    assert not looked.ok and ("unlisted", "v2", False) in _kinds(looked)
+    assert len(open_catalog(root).versions()) == (0 if how == "lost" else 1)  # looking changed nothing
+    fixed = doctor(root, fix=True)
+    assert fixed.ok and ("unlisted", "v2", True) in _kinds(fixed)
+    cat = open_catalog(root)
+    assert cat.versions()["ref"].to_list() == ["ds@v1", "ds@v2", "other@v1"]
+    assert cat.resolve("ds@v2").fingerprint == v2.fingerprint and cat.load("ds@v2").height == 4
+    assert cat.resolve("ds@v1").fingerprint == v1.fingerprint
+    v3 = cat.publish("ds", make_tables(1, tag="new"))
+    assert v3.version == 3  # numbers are never reused
+    assert doctor(root).ok
+
+
+def test_only_a_manifest_that_says_never_committed_is_cleaned(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    cat, _ = _three_versions(root)
+    ds = root / "datasets" / "ds"
+    pending = ds / "v4"
+    shutil.copytree(ds / "v3", pending)
+    manifest = json.loads((pending / "manifest.json").read_text())
+    (pending / "manifest.json").write_text(json.dumps({**manifest, "version": 4, "committed": False}))
+    report = doctor(root)
+    assert _kinds(report) == [("uncommitted", "v4", False)] and pending.is_dir()
+    info = cat.publish("ds", make_tables(2, tag="next"))
+    assert info.version == 4 and cat.load("ds@v4").height == 2  # the crash debris was replaced
+    # a folder without a readable manifest is not debris by guess: writes stop, nothing is deleted
+    stray = ds / "v5"
+    stray.mkdir()
+    (stray / "pairs.parquet").write_bytes(b"someone's file")
+    with pytest.raises(CatalogError, match=r"ds@v5"):
+        cat.publish("ds", make_tables(1, tag="more"))
+    assert (stray / "pairs.parquet").read_bytes() == b"someone's file"
+    report = doctor(root, fix=True, clean=True)
+    assert _kinds(report) == [("unlisted", "v5", False)] and stray.is_dir()
+
+
+def test_unreadable_database_is_moved_aside_and_rebuilt(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    _, infos = _three_versions(root)
+    (root / "catalog.duckdb").write_bytes(b"\x00garbage" * 4096)
+    with pytest.raises(CatalogError, match=r"catalog database .*catalog\.duckdb is unreadable.*curate doctor"):
+        open_catalog(root).versions()
+    looked = doctor(root)
+    assert [f.kind for f in looked.findings] == ["database", "unlisted", "unlisted", "unlisted"] and not looked.ok
+    fixed = doctor(root, fix=True)
+    assert fixed.ok and [f.kind for f in fixed.findings] == ["database", "unlisted", "unlisted", "unlisted"]
+    assert any(p.name.startswith("catalog.duckdb.damaged-") for p in root.iterdir())
+    cat = open_catalog(root)
+    assert [cat.resolve(i.ref).fingerprint for i in infos] == [i.fingerprint for i in infos]
+
+
+def test_leftovers_are_reported_and_removed_only_with_clean(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    _three_versions(root)
+    dead = root / "datasets" / "ds" / ".tmp-999999999-deadbeef"
+    dead.mkdir()
+    (dead / "pairs.parquet").write_bytes(b"x" * 1000)
+    live = root / "datasets" / "ds" / f".tmp-{os.getpid()}-cafecafe"
+    live.mkdir()
+    report = doctor(root)
+    assert _kinds(report) == [("leftover", dead.name, False)] and "1000 bytes" in report.findings[0].message
+    assert dead.is_dir()
+    report = doctor(root, clean=True)
+    assert report.ok and not dead.exists() and live.is_dir()
+
+
+# ---------------------------------------------------------------- reads are verified
+
+
+def test_edited_or_swapped_pairs_are_not_served(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    cat, infos = _three_versions(root)
+    v1, v2, v3 = (i.path / "pairs.parquet" for i in infos)
+    edited = pl.read_parquet(v1).with_columns(pl.lit("EDITED").alias("chosen"))
+    edited.write_parquet(v1, compression="zstd")
+    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/pairs\.parquet .*(edited)"):
+        cat.load("ds@v1")
+    shutil.copy(v3, v2)  # a whole file swapped in from another version
+    with pytest.raises(CatalogError, match=r"ds@v2 cannot be served: .*holds 5 rows where the catalog recorded 4"):
+        cat.load("ds@v2")
+    # same size, same footer, one byte changed: only the full check (doctor, --verify) sees it
+    data = bytearray(v3.read_bytes())
+    data[len(data) // 3] ^= 0x01
+    v3.write_bytes(bytes(data))
+    with pytest.raises(CatalogError, match="content hash differs"):
+        cat.verify_version("ds@v3")
+    report = doctor(root)
+    assert _kinds(report) == [("damaged", "v1", False), ("damaged", "v2", False), ("damaged", "v3", False)]
+    quick = doctor(root, full=False)  # sizes, rows and footers only
+    assert _kinds(quick) == [("damaged", "v1", False), ("damaged", "v2", False)]
+
+
+def test_truncated_pairs_and_lineage_tables_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    cat, infos = _three_versions(root)
+    pairs = infos[0].path / "pairs.parquet"
+    pairs.write_bytes(pairs.read_bytes()[:200])
+    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/pairs\.parquet damaged"):
+        cat.load("ds@v1")
+    decisions = infos[1].path / "decisions.parquet"
+    decisions.write_bytes(decisions.read_bytes()[:-10])
+    assert cat.load("ds@v2").height == 4  # pairs intact
+    with pytest.raises(CatalogError, match=r"v2/decisions\.parquet damaged"):
+        cat.load("ds@v2", table="decisions")
+
+
+# ---------------------------------------------------------------- stage artifacts
+
+
+def test_damaged_artifact_is_set_aside_and_recomputed(tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    store = open_catalog(root).store
+    frame = pl.DataFrame({"x": list(range(1000))})
+    path = Path(store.write("stage", "fp1", frame).path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a killed copy, a full disk
+    assert not store.exists("stage", "fp1")  # resume does not trust it ...
+    assert path.with_name(path.name + DAMAGED_SUFFIX).is_file() and not path.exists()
+    store.write("stage", "fp1", frame)  # ... so the stage recomputes it
+    assert store.read(store.ref("stage", "fp1")).equals(frame)
+    assert _kinds(doctor(root)) == [("leftover", path.name + DAMAGED_SUFFIX, False)]
+    assert doctor(root, clean=True).ok and not path.with_name(path.name + DAMAGED_SUFFIX).exists()
+    path.write_bytes(b"PAR1 not really")  # damaged in place: doctor finds it, --clean removes it
+    assert _kinds(doctor(root)) == [("bad_artifact", path.name, False)]
