@@ -313,6 +313,15 @@ def _write_report(out: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, out / REPORT_FILE)
 
 
+def check_export(rows: pl.DataFrame, format: str, out: str | os.PathLike[str] | None = None) -> None:
+    """Everything export_rows would refuse, checked without writing: the view's semantics and,
+    when given, the output folder. A run calls it for every format before it publishes."""
+    view, _ = to_view(rows, format)
+    check_view(view, format)
+    if out is not None:
+        _owned_files(Path(out))
+
+
 def export_version(catalog: Any, ref: str, format: str, out: str | os.PathLike[str]) -> ExportReport:
     """Export a catalog version (a ':train' / ':test' suffix exports one split)."""
     if format not in FORMATS:

@@ -8,7 +8,7 @@ import pytest
 
 from curation import schema
 from curation.catalog import open_catalog
-from curation.export import ExportError, check_view, export_rows, to_view
+from curation.export import ExportError, check_export, check_view, export_rows, to_view
 from tests.test_catalog import make_tables
 
 
@@ -189,3 +189,16 @@ def test_import_export_import_keeps_ids(tmp_path: Path, shared_data: Path) -> No
         assert set(again.candidates["candidate_id"].to_list()) == set(rows["chosen_id"]) | set(rows["rejected_id"]), fmt
         info2 = cat.publish(f"again-{fmt}", {k: getattr(again, k) for k in ("prompts", "candidates", "pairs")})
         assert cat.diff(info.ref, info2.ref)["added"] == 0
+
+
+def test_check_export_refuses_without_writing(tmp_path: Path) -> None:
+    rows = _multi_turn_rows()
+    check_export(rows, "trl_dpo", tmp_path / "new")  # a good view and a new folder: nothing to say
+    empty = rows.with_columns(pl.when(pl.col("pair_id") == rows["pair_id"][1]).then(pl.lit("")).otherwise(pl.col("chosen")).alias("chosen"))
+    with pytest.raises(ExportError, match=r"trl_dpo_text: row 1 .*field `chosen`: is empty"):
+        check_export(empty, "trl_dpo_text")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not an earlier export"):
+        check_export(rows, "jsonl", tmp_path / "busy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
