@@ -474,10 +474,17 @@ class Catalog:
             finally:
                 con.close()
 
-    def unlisted_versions(self, con: Any) -> list[Path]:
+    def unlisted_versions(self, con: Any = None) -> list[Path]:
         """Version folders the database does not list, except those never committed."""
         if not self.datasets_dir.is_dir():
             return []
+        if con is None:
+            with self._lock(exclusive=False):
+                con = self._connect(read_only=True)
+                try:
+                    return self.unlisted_versions(con)
+                finally:
+                    con.close()
         known = {(n, int(v)) for n, v in con.execute("SELECT name, version FROM versions").fetchall()}
         out = []
         for ds in sorted(self.datasets_dir.iterdir()):
@@ -777,8 +784,8 @@ class Catalog:
         ref = model["version_ref"][0]
         info = self.resolve(ref)
         rows = self.load(info)
-        cands = pl.read_parquet(info.file("candidates")).unique("candidate_id", keep="first")
-        prompts = pl.read_parquet(info.file("prompts")).unique("prompt_id", keep="first")
+        cands = self.load(info, table="candidates").unique("candidate_id", keep="first")
+        prompts = self.load(info, table="prompts").unique("prompt_id", keep="first")
         gen = cands.select("candidate_id", "generator")
         return (
             rows.select("pair_id", "prompt_id", "chosen_id", "rejected_id", "label_source", "builder", "split", "weight")

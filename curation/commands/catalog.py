@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, warn
 
 FORMAT_HELP = "trl_dpo, trl_dpo_text, trl_reward, trl_kto, openrlhf, jsonl, parquet or hf"
 
@@ -170,6 +170,11 @@ def ls(
     console.print(table)
     if not rows:
         console.print("empty: `curate import FILE --name NAME` adds a dataset.")
+    unlisted = cat.unlisted_versions()
+    if unlisted:
+        warn(f"{len(unlisted)} published version folder(s) are not in the database "
+             f"({', '.join(f'{p.parent.name}@{p.name}' for p in unlisted[:5])}): `curate doctor --fix --catalog {cat.root}` "
+             "rebuilds it from their manifests")
 
 
 @app.command("show")

@@ -236,6 +236,8 @@ def test_lost_database_then_import_loses_nothing(tmp_path: Path) -> None:
     assert again.returncode == 1 and "Traceback" not in again.stderr
     assert "does not list 2 published version(s)" in again.stderr and "curate doctor --fix" in again.stderr
     assert sorted(p.name for p in (tmp_path / "cat" / "datasets" / "ds").iterdir()) == ["v1", "v2"]
+    listed = curate("ls", "--catalog", cat)  # the refused import left an empty database: ls says what is missing
+    assert listed.exit_code == 0 and "2 published version folder(s) are not in the database (ds@v1, ds@v2)" in listed.output
     looked = curate("doctor", "--catalog", cat, "--json")
     assert looked.exit_code == 1 and [f["kind"] for f in json.loads(looked.stdout)["findings"]] == ["unlisted", "unlisted"]
     fixed = curate("doctor", "--fix", "--catalog", cat)
