@@ -90,19 +90,20 @@ def check_scorer_command(
     table = Table(title=title)
     table.add_column("measure")
     table.add_column("value", justify="right")
+    table.add_column("95% CI", justify="right")
     table.add_column("what it means")
     rows = [
-        ("pairs", report.pairs, "labelled, non-tie pairs checked"),
-        ("scored", report.scored, "pairs with a verdict"),
-        ("failed", report.failed, "pairs without one (null score)"),
-        ("agreement", report.agreement, "share of pairs where the scorer prefers the human choice (ties 1/2)"),
-        ("longer-is-better", report.longer_is_better, "the same for 'the longer response wins': the baseline"),
-        ("position consistency", report.position_consistency, "pairwise: both orders give the same winner"),
-        ("length correlation", report.length_correlation, "Spearman(preference for chosen, chosen - rejected length)"),
-        ("prefers longer", report.prefers_longer, "share of verdicts that pick the longer response"),
+        ("pairs", report.pairs, None, "labelled, non-tie pairs checked"),
+        ("scored", report.scored, None, "pairs with a verdict"),
+        ("failed", report.failed, None, "pairs without one (null score)"),
+        ("agreement", report.agreement, report.agreement_ci, "share of pairs where the scorer prefers the human choice (ties 1/2)"),
+        ("longer-is-better", report.longer_is_better, report.longer_is_better_ci, "the same for 'the longer response wins': the baseline"),
+        ("position consistency", report.position_consistency, report.position_consistency_ci, "pairwise: both orders give the same winner"),
+        ("length correlation", report.length_correlation, None, "Spearman(preference for chosen, chosen - rejected length)"),
+        ("prefers longer", report.prefers_longer, None, "share of verdicts that pick the longer response"),
     ]
-    for label, value, meaning in rows:
-        table.add_row(label, _fmt(value), meaning)
+    for label, value, ci, meaning in rows:
+        table.add_row(label, _fmt(value), "-" if ci is None else f"{ci[0]:.3f}-{ci[1]:.3f}", meaning)
     console.print(table)
     for err, n in report.errors.items():
         console.print(f"  {n} x {err}", highlight=False)

@@ -17,6 +17,7 @@ import polars as pl
 
 from curation import schema
 from curation.registry import Component, ComponentConfig
+from curation.scorers.fitness import FitnessThreshold, require_fitness
 
 log = logging.getLogger("curation.scorers")
 
@@ -25,10 +26,15 @@ PAIRWISE_COLUMNS = ("pair_id", "prompt_id", "messages", "chosen_id", "chosen", "
 
 
 class ScorerConfig(ComponentConfig):
-    """Fields every scorer shares: `name` is how later stages refer to its scores."""
+    """Fields every scorer shares: `name` is how later stages refer to its scores.
+
+    `fitness` names labelled pairs and a minimum agreement: a run measures the scorer on them
+    and refuses it below the threshold, before it scores anything.
+    """
 
     name: str
     kind: str
+    fitness: FitnessThreshold | None = None
 
 
 class ScorerError(ValueError):
@@ -153,7 +159,8 @@ def run_scorers(
 ) -> pl.DataFrame:
     """Run every scorer on what it scores (candidates or pairs) and return all score rows.
 
-    All scorers are built (configs validated, model paths checked) before any of them runs.
+    All scorers are built (configs validated, model paths checked) and those with a `fitness`
+    threshold measured against it before any of them runs.
     """
     scorers = [build_scorer(c) for c in configs]
     names = [s.config.name for s in scorers]
@@ -163,6 +170,11 @@ def run_scorers(
     if any(s.mode == "pairwise" for s in scorers) and pairs is None:
         pairwise = [s.config.name for s in scorers if s.mode == "pairwise"]
         raise ScorerError(f"pairwise scorers {pairwise} need pairs, and none were given")
+    for s in scorers:
+        report = require_fitness(s)
+        if report is not None:
+            log.info("scorer %s is fit: agreement %.3f (95%% CI %.3f-%.3f) >= %s on %d labelled pairs",
+                     s.config.name, report.agreement, *report.agreement_ci, s.config.fitness.min_agreement, report.scored)
     point_in = pointwise_rows(prompts, candidates)
     pair_in = pairwise_rows(prompts, pairs, candidates) if pairs is not None else None
     frames = []

@@ -10,6 +10,11 @@ the corpus README's longer-is-better accuracy, which `longer_is_better` reports 
 as the baseline to beat. `length_correlation` is the Spearman correlation between the scorer's
 preference for the chosen side and how much longer the chosen side is: near 1 means the scorer
 is mostly measuring length. Tied pairs (meta `tie`) are left out.
+
+Agreement, the length baseline and position consistency carry 95% Wilson intervals (ties count
+1/2 of a success), so a judge is compared with the baseline inside its noise. A scorer's
+`fitness` field (`FitnessThreshold`) makes a run refuse the scorer when its measured agreement
+on a labelled file is below the threshold, before it scores anything (`require_fitness`).
 """
 
 from __future__ import annotations
@@ -20,17 +25,36 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
+from pydantic import AfterValidator, Field, ValidationInfo
 
-from curation.scorers.base import (
-    Scorer,
-    ScorerConfig,
-    build_scorer,
-    pairwise_rows,
-    pointwise_rows,
-)
+from curation.registry import ComponentConfig, resolve_local_path
+
+if TYPE_CHECKING:  # curation.scorers.base imports this module for ScorerConfig.fitness
+    from curation.scorers.base import Scorer, ScorerConfig
+
+Z95 = 1.959963984540054
+
+
+def _labelled_file(value: str, info: ValidationInfo) -> str:
+    base = (info.context or {}).get("base_dir")
+    return resolve_local_path(value, Path(base) if base else Path.cwd())
+
+
+class FitnessThreshold(ComponentConfig):
+    """A scorer's entry `fitness: {data: FILE, min_agreement: 0.6}`: measured before it is used.
+
+    `data` is a file of human-labelled pairs (relative to the recipe), `where` keeps pairs whose
+    meta fields match, `limit` caps how many are scored (the check costs a scoring pass).
+    """
+
+    data: Annotated[str, AfterValidator(_labelled_file)]
+    min_agreement: float = Field(ge=0.0, le=1.0)
+    min_position_consistency: float | None = Field(None, ge=0.0, le=1.0, description="pairwise scorers judging both orders")
+    where: dict[str, str] = Field(default_factory=dict)
+    limit: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -46,6 +70,9 @@ class FitnessReport:
     agreement: float | None
     longer_is_better: float | None
     position_consistency: float | None  # pairwise scorers that judge both orders
+    agreement_ci: tuple[float, float] | None  # 95% Wilson interval
+    longer_is_better_ci: tuple[float, float] | None
+    position_consistency_ci: tuple[float, float] | None
     length_correlation: float | None
     prefers_longer: float | None  # share of verdicts (unequal lengths, no tie) that pick the longer side
     seconds: float
@@ -54,6 +81,16 @@ class FitnessReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion (successes may be fractional: ties count 1/2)."""
+    if n <= 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def _vote(diff: float) -> float:
@@ -113,6 +150,8 @@ def check_scorer(
     where: Mapping[str, str] | None = None,
 ) -> FitnessReport:
     """Score a labelled slice and measure agreement, position consistency and length bias."""
+    from curation.scorers.base import Scorer, build_scorer, pairwise_rows, pointwise_rows
+
     scorer = scorer if isinstance(scorer, Scorer) else build_scorer(scorer)  # config errors before reading
     started = time.perf_counter()
     prompts, candidates, labelled = load_pairs(pairs, where, limit)
@@ -153,6 +192,7 @@ def check_scorer(
     for e in scores.get_column("error").drop_nulls().to_list():
         errors[e] = errors.get(e, 0) + 1
     mean = lambda xs: sum(xs) / len(xs) if xs else None
+    interval = lambda xs: wilson_interval(sum(xs), len(xs))
     return FitnessReport(
         scorer=scorer.config.name,
         kind=scorer.name,
@@ -165,9 +205,52 @@ def check_scorer(
         agreement=mean(votes),
         longer_is_better=mean(baseline),
         position_consistency=mean(consistent),
+        agreement_ci=interval(votes),
+        longer_is_better_ci=interval(baseline),
+        position_consistency_ci=interval(consistent),
         length_correlation=spearman(signals, length_diffs),
         prefers_longer=mean(longer),
         seconds=round(time.perf_counter() - started, 3),
         where=dict(where or {}),
         errors=dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5]),
     )
+
+
+_checked: dict[tuple[str, str], FitnessReport] = {}
+
+
+def require_fitness(scorer: Scorer) -> FitnessReport | None:
+    """Measure a scorer that names a `fitness` threshold; raise ScorerError when it falls short.
+
+    Measured once per process for a scorer fingerprint (shards of one run share the result).
+    """
+    from curation.scorers.base import ScorerError
+
+    threshold: FitnessThreshold | None = getattr(scorer.config, "fitness", None)
+    if threshold is None:
+        return None
+    key = (scorer.fingerprint, threshold.model_dump_json())
+    if key not in _checked:
+        _checked[key] = check_scorer(scorer, threshold.data, limit=threshold.limit, where=threshold.where)
+    report = _checked[key]
+    label = f"scorer {report.scorer!r} ({report.kind})"
+    on = f"on {report.scored} labelled pairs of {Path(threshold.data).name}" + (f" where {threshold.where}" if threshold.where else "")
+    if report.agreement is None:
+        raise ScorerError(f"{label}: no verdict {on} ({report.failed} failed); its fitness cannot be measured")
+    ci = report.agreement_ci or (report.agreement, report.agreement)
+    if report.agreement < threshold.min_agreement:
+        raise ScorerError(
+            f"{label}: agreement with human labels {report.agreement:.3f} (95% CI {ci[0]:.3f}-{ci[1]:.3f}) {on} "
+            f"is below the recipe's fitness.min_agreement {threshold.min_agreement}; longer-is-better scores "
+            f"{report.longer_is_better:.3f} on the same pairs. Use a better scorer or lower the threshold."
+        )
+    need = threshold.min_position_consistency
+    if need is not None:
+        if report.position_consistency is None:
+            raise ScorerError(f"{label}: fitness.min_position_consistency is set, but the scorer does not judge both orders")
+        if report.position_consistency < need:
+            raise ScorerError(
+                f"{label}: position consistency {report.position_consistency:.3f} {on} is below the recipe's "
+                f"fitness.min_position_consistency {need}: its verdicts change when the responses swap places"
+            )
+    return report
