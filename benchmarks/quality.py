@@ -7,7 +7,8 @@ Not a test: writes one JSON and one PNG per run into benchmarks/results/ (qualit
    against the injected flips, recall of flips and loss of good pairs at its own threshold.
    Beside it the length-only baseline: a cross-fitted logistic Bradley-Terry model on the log
    length ratio, flagging as many pairs as the filter does.
-2. Selection: prompts split 80/20; from the training pool each selector (and the random control)
+2. Selection: prompts split 80/20 (`--pairs` training pairs, `--test-pairs` held-out pairs on
+   other prompts); from the training pool each selector (and the random control)
    keeps the same number of pairs (each `--budgets` fraction of the pool); a reward model is
    trained on that subset through the bundled TRL step (`curation.train`, method `reward`) and
    scored by pairwise accuracy on the held-out pairs (`curation.train.evaluate`). The reward
@@ -64,11 +65,10 @@ log = logging.getLogger("quality")
 # ---------------------------------------------------------------- data
 
 
-def load_pool(name: str, limit: int) -> pl.DataFrame:
-    """Non-tie pairs of one shared set (read by curation's own reader), a fixed sample of `limit`."""
+def load_set(name: str) -> pl.DataFrame:
+    """Non-tie pairs of one shared set (read by curation's own reader) in a fixed shuffled order."""
     rows, _ = drop_ties(load_pairs(str(DATA / DATASETS[name])).rows)
-    rows = rows.unique("pair_id", keep="first", maintain_order=True)
-    return rows.sample(limit, seed=0, shuffle=True) if rows.height > limit else rows
+    return rows.unique("pair_id", keep="first", maintain_order=True).sample(fraction=1.0, seed=0, shuffle=True)
 
 
 class CachedEmbedder:
@@ -254,19 +254,19 @@ def selector_steps(kind: str, budget: int, seed: int) -> list[dict]:
     return [{"kind": kind, "budget": budget, "seed": seed}]
 
 
-def held_out_split(pool: pl.DataFrame, test_pairs: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def held_out_split(rows: pl.DataFrame, train_pairs: int, test_pairs: int) -> tuple[pl.DataFrame, pl.DataFrame]:
     """A fifth of the prompts (by a hash of the prompt id) is held out; no prompt is on both sides."""
-    bucket = pl.Series([int(schema.content_hash("split", p)[:8], 16) % 5 for p in pool["prompt_id"].to_list()])
-    return pool.filter(bucket != 0), pool.filter(bucket == 0).head(test_pairs)
+    bucket = pl.Series([int(schema.content_hash("split", p)[:8], 16) % 5 for p in rows["prompt_id"].to_list()])
+    return rows.filter(bucket != 0).head(train_pairs), rows.filter(bucket == 0).head(test_pairs)
 
 
-def selection_benchmark(pool: pl.DataFrame, embed: CachedEmbedder, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
+def selection_benchmark(rows: pl.DataFrame, embed: CachedEmbedder, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
     from curation.train.evaluate import evaluate
     from curation.train.trainer import train
 
     base = reward_base_model(args.rm_layers)
     cut = Truncator(base, args.rm_max_length)
-    train_all, test = held_out_split(pool, args.test_pairs)
+    train_all, test = held_out_split(rows, args.pairs, args.test_pairs)
     test_cut = cut(test)
     runs: list[dict] = []
     out = {
@@ -415,14 +415,14 @@ def table(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=["alpaca_eval2"], choices=sorted(DATASETS))
-    p.add_argument("--pairs", type=int, default=1000, help="pairs sampled from each set")
+    p.add_argument("--pairs", type=int, default=1000, help="pairs sampled from each set (noise), training pool size (selection)")
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--flip-rate", type=float, default=0.2)
     p.add_argument("--parts", nargs="+", default=["noise", "selection"], choices=["noise", "selection"])
     p.add_argument("--budgets", type=float, nargs="+", default=[0.2])
     p.add_argument("--selectors", nargs="+", default=list(SELECTION_KINDS))
     p.add_argument("--train-flip-rate", type=float, default=0.0, help="flips injected into the selection training pool")
-    p.add_argument("--test-pairs", type=int, default=300)
+    p.add_argument("--test-pairs", type=int, default=300, help="held-out pairs (prompts disjoint from the training pool)")
     p.add_argument("--rm-layers", type=int, default=2)
     p.add_argument("--rm-max-length", type=int, default=160)
     p.add_argument("--rm-epochs", type=float, default=2.0)
@@ -449,15 +449,15 @@ def main() -> None:
     started = time.perf_counter()
     embed = CachedEmbedder()
     for name in args.data:
-        pool = load_pool(name, args.pairs)
-        entry: dict = {"file": DATASETS[name], "pairs": pool.height}
+        rows = load_set(name)
+        entry: dict = {"file": DATASETS[name], "pairs_in_set": rows.height}
         result["datasets"][name] = entry
-        log.info("%s: %d pairs", name, pool.height)
+        log.info("%s: %d pairs", name, rows.height)
         if "noise" in args.parts:
-            entry["noise"] = noise_benchmark(pool, embed, args.flip_rate, args.seeds)
+            entry["noise"] = noise_benchmark(rows.head(args.pairs), embed, args.flip_rate, args.seeds)
             save()
         if "selection" in args.parts:
-            entry["selection"] = selection_benchmark(pool, embed, args, save)
+            entry["selection"] = selection_benchmark(rows, embed, args, save)
         result["total_s"] = time.perf_counter() - started
         save()
         plot(result, out_png)
