@@ -144,7 +144,9 @@ def pretrain_policy(
 
     Supervised next-token loss on the answer tokens only. The step count, not a clock, bounds
     the training so the model is the same on every machine; about a minute on 2 cores.
-    `holdout` problems are never shown, so evaluation measures generalisation.
+    `holdout` problems are never shown, so evaluation measures generalisation. One torch thread:
+    the model is so small that more threads only add synchronisation (on a busy machine, ten
+    times the CPU time per step).
     """
     path = Path(path)
     if (path / _POLICY_MARKER).exists():
@@ -166,27 +168,32 @@ def pretrain_policy(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     started = time.monotonic()
-    for step in range(steps):
-        batch = []
-        while len(batch) < batch_size:
-            a, b = rng.randint(lo, hi), rng.randint(lo, hi)
-            if (a, b) not in holdout:
-                batch.append(_chat_ids(tok, question(a, b), str(a + b)))
-        width = max(len(ids) for ids, _ in batch)
-        input_ids = torch.full((batch_size, width), tok.pad_token_id)
-        labels = torch.full((batch_size, width), -100)
-        attention = torch.zeros((batch_size, width), dtype=torch.long)
-        for i, (ids, start) in enumerate(batch):
-            input_ids[i, : len(ids)] = torch.tensor(ids)
-            labels[i, start : len(ids)] = torch.tensor(ids[start:])
-            attention[i, : len(ids)] = 1
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        if step % 100 == 0 or step == steps - 1:
-            log.info("policy pre-training: step %d/%d loss %.3f (%.0fs)", step + 1, steps, loss.item(), time.monotonic() - started)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(steps):
+            batch = []
+            while len(batch) < batch_size:
+                a, b = rng.randint(lo, hi), rng.randint(lo, hi)
+                if (a, b) not in holdout:
+                    batch.append(_chat_ids(tok, question(a, b), str(a + b)))
+            width = max(len(ids) for ids, _ in batch)
+            input_ids = torch.full((batch_size, width), tok.pad_token_id)
+            labels = torch.full((batch_size, width), -100)
+            attention = torch.zeros((batch_size, width), dtype=torch.long)
+            for i, (ids, start) in enumerate(batch):
+                input_ids[i, : len(ids)] = torch.tensor(ids)
+                labels[i, start : len(ids)] = torch.tensor(ids[start:])
+                attention[i, : len(ids)] = 1
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad()
+            if step % 100 == 0 or step == steps - 1:
+                log.info("policy pre-training: step %d/%d loss %.3f (%.0fs)", step + 1, steps, loss.item(), time.monotonic() - started)
+    finally:
+        torch.set_num_threads(threads)
     tmp = path.with_name(path.name + ".tmp")
     model.eval()
     model.save_pretrained(tmp)
