@@ -182,32 +182,42 @@ def control_seeds(step: int, draws: int) -> list[np.random.Generator]:
     return [np.random.default_rng(s) for s in root.spawn(draws)]
 
 
-def subset_metrics(
-    pool: pl.DataFrame, rows: np.ndarray, clusters: np.ndarray | None, weights: np.ndarray | None = None
-) -> dict[str, Any]:
-    """Coverage, mean margin and length balance of `pool[rows]` (measured against `pool`).
+class SubsetMeasures:
+    """Coverage, mean margin and length balance of subsets of one pool (measured against the pool).
 
+    The per-item arrays are built once, so measuring many control draws costs O(subset) each.
     Means are weighted by `weights` (the decisions' weights: repeats, importance) when given;
     coverage counts the distinct rows.
     """
-    w = np.ones(rows.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    out: dict[str, Any] = {"size": int(rows.size)}
-    if clusters is not None:
-        out["cluster_coverage"] = len(set(clusters[rows].tolist())) / max(len(set(clusters.tolist())), 1)
-    prompts = pool.get_column("prompt_id")
-    out["prompt_coverage"] = prompts[rows.tolist()].n_unique() / max(prompts.n_unique(), 1) if rows.size else 0.0
-    if "margin" in pool.columns:
-        m = pool.get_column("margin").cast(pl.Float64).to_numpy()[rows]
-        ok = np.isfinite(m)
-        out["mean_margin"] = float(np.average(m[ok], weights=w[ok])) if ok.any() else None
-    if "chosen" in pool.columns and "rejected" in pool.columns and rows.size:
-        c = np.array([len(t or "") for t in pool["chosen"].to_list()], dtype=np.float64)[rows]
-        r = np.array([len(t or "") for t in pool["rejected"].to_list()], dtype=np.float64)[rows]
-        out["chosen_longer"] = float(np.average(c > r, weights=w))
-        out["mean_length_diff"] = float(np.average(c - r, weights=w))
-    elif "text" in pool.columns and rows.size:
-        out["mean_length"] = float(np.average(np.array([len(t or "") for t in pool["text"].to_list()])[rows], weights=w))
-    return out
+
+    def __init__(self, pool: pl.DataFrame, clusters: np.ndarray | None) -> None:
+        self.clusters = clusters
+        self.n_clusters = len(np.unique(clusters)) if clusters is not None else 0
+        self.prompts = np.unique(pool.get_column("prompt_id").to_numpy(), return_inverse=True)[1]
+        self.n_prompts = int(self.prompts.max()) + 1 if pool.height else 0
+        self.margin = pool.get_column("margin").cast(pl.Float64).to_numpy() if "margin" in pool.columns else None
+        length = lambda col: np.array([len(t or "") for t in pool[col].to_list()], dtype=np.float64)
+        pairs = "chosen" in pool.columns and "rejected" in pool.columns
+        self.chosen, self.rejected = (length("chosen"), length("rejected")) if pairs else (None, None)
+        self.text = length("text") if not pairs and "text" in pool.columns else None
+
+    def of(self, rows: np.ndarray, weights: np.ndarray | None = None) -> dict[str, Any]:
+        w = np.ones(rows.size) if weights is None else np.asarray(weights, dtype=np.float64)
+        out: dict[str, Any] = {"size": int(rows.size)}
+        if self.clusters is not None:
+            out["cluster_coverage"] = np.unique(self.clusters[rows]).size / max(self.n_clusters, 1)
+        out["prompt_coverage"] = np.unique(self.prompts[rows]).size / max(self.n_prompts, 1) if rows.size else 0.0
+        if self.margin is not None:
+            m = self.margin[rows]
+            ok = np.isfinite(m)
+            out["mean_margin"] = float(np.average(m[ok], weights=w[ok])) if ok.any() else None
+        if self.chosen is not None and rows.size:
+            c, r = self.chosen[rows], self.rejected[rows]
+            out["chosen_longer"] = float(np.average(c > r, weights=w))
+            out["mean_length_diff"] = float(np.average(c - r, weights=w))
+        elif self.text is not None and rows.size:
+            out["mean_length"] = float(np.average(self.text[rows], weights=w))
+        return out
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
@@ -217,15 +227,13 @@ def _spread(values: list[float]) -> dict[str, Any]:
     return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "ci95": [float(lo), float(hi)]}
 
 
-def random_control(
-    pool: pl.DataFrame, size: int, clusters: np.ndarray | None, selector: Selector, step: int, draws: int
-) -> dict[str, Any]:
-    """`draws` uniform subsets of `size` rows: each metric's (and the objective's) mean, std and 95% interval."""
+def random_control(measures: SubsetMeasures, n: int, size: int, selector: Selector, step: int, draws: int) -> dict[str, Any]:
+    """`draws` uniform subsets of `size` of the `n` rows: each metric's (and the objective's) mean, std and 95% interval."""
     per_draw: list[dict[str, Any]] = []
     objective: list[float] = []
     for rng in control_seeds(step, draws):
-        rows = np.sort(rng.permutation(pool.height)[:size])
-        per_draw.append(subset_metrics(pool, rows, clusters))
+        rows = np.sort(rng.permutation(n)[:size])
+        per_draw.append(measures.of(rows))
         value = selector.objective(rows) if selector.objective_name else None
         if value is not None:
             objective.append(value)
@@ -256,7 +264,8 @@ def _step_report(
     if budget is not None and budget.clipped:
         warnings.append(f"budget {budget.requested} exceeds the {n} items this step saw; it kept at most {n}")
     reasons = decided.filter(~pl.col("kept"))["reason"].value_counts(sort=True)
-    selection = subset_metrics(step_pool, kept, clusters, decided["weight"].to_numpy()[kept])
+    measures = SubsetMeasures(step_pool, clusters)
+    selection = measures.of(kept, decided["weight"].to_numpy()[kept])
     if selector.objective_name:
         selection["objective"] = selector.objective(kept, decided["weight"].to_numpy()[kept])
     return {
@@ -274,7 +283,7 @@ def _step_report(
         "warnings": warnings,
         "objective": selector.objective_name,
         "selection": selection,
-        "random_control": random_control(step_pool, int(kept.size), clusters, selector, step, control_draws)
+        "random_control": random_control(measures, n, int(kept.size), selector, step, control_draws)
         if kept.size and control_draws > 0 else None,
         "selector": getattr(selector, "report", None),  # its own summary (e.g. MIG's label source)
     }
