@@ -120,6 +120,10 @@ class Recipe(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"score names must be unique; repeated: {', '.join(dupes)}")
+        if self.evaluate is not None:
+            from curation.train.config import check_judge_independent
+
+            check_judge_independent(self.evaluate, self.score)
         if self.rounds > 1 and (self.generate is None or self.train is None):
             raise ValueError("`rounds` > 1 needs both `generate` and `train` (round N generates with round N-1's policy)")
         return self

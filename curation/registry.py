@@ -23,7 +23,7 @@ from typing import Annotated, Any, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
-from curation.schema import fingerprint
+from curation.schema import content_hash, fingerprint
 
 T = TypeVar("T")
 
@@ -55,9 +55,17 @@ class Component:
             config = config.model_copy(update=kwargs)
         self.config = config
 
+    def model_identity(self) -> str | None:
+        """What the outputs depend on beyond the config: a hash of a model's files, or the model a
+        server reports. None: no model. Part of the fingerprint, so a model changed in place
+        (same path, new weights) invalidates every cached result it produced."""
+        return None
+
     @property
     def fingerprint(self) -> str:
-        return fingerprint(self.name, self.config.model_dump(mode="json"), self.version)
+        fp = fingerprint(self.name, self.config.model_dump(mode="json"), self.version)
+        identity = self.model_identity()
+        return fp if identity is None else content_hash("component", fp, identity)
 
 
 class UnknownComponent(KeyError):

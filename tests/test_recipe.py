@@ -104,3 +104,19 @@ def test_models_section_plans_models_the_run_builds(recipe_dir):
 def test_malformed_recipes(tmp_path, text, where):
     found = problems(write(tmp_path, text))
     assert where in [w for _, w, _ in found]
+
+
+def test_a_judge_that_labels_and_evaluates_is_refused_unless_the_recipe_says_so(recipe_dir):
+    same_judge = "{kind: judge, backend: openai, base_url: \"http://127.0.0.1:8000/v1\", model: judge}"
+    evaluate = f"train: {{method: dpo, model: models/policy}}\nevaluate: {{judge: {same_judge}}}\n"
+    [(_, where, msg)] = problems(write(recipe_dir, EXAMPLE + evaluate))
+    assert "evaluate.judge (judge, judge) is also score[1]" in msg and "allow_judge_overlap" in msg
+    allowed = evaluate.replace("{judge:", "{allow_judge_overlap: true, judge:")
+    assert load_recipe(write(recipe_dir, EXAMPLE + allowed)).evaluate.allow_judge_overlap
+    other = evaluate.replace("model: judge}", "model: other-judge}")
+    assert load_recipe(write(recipe_dir, EXAMPLE + other)).evaluate.judge["model"] == "other-judge"
+
+
+def test_epsilon_under_a_loss_that_ignores_it_fails_at_recipe_load(recipe_dir):
+    [(_, where, msg)] = problems(write(recipe_dir, EXAMPLE + "train: {method: dpo, model: models/policy, epsilon: 0.1}\n"))
+    assert where.startswith("train") and "ignores it" in msg

@@ -1,7 +1,7 @@
 """The `Generator` protocol: prompts in, candidates out.
 
 A backend implements two small methods: `model_identity()` (what makes its outputs differ from
-another model's: a hash of the model files, or a server's URL and model name) and
+another model's: a hash of the model files, or the model a server reports) and
 `complete(requests)` (one completion per request, errors per request). Everything else, the
 sampling strategy, the request cache, long-prompt handling, ids and the candidates frame, is
 shared here so that every backend behaves the same.
@@ -163,6 +163,11 @@ class Generator(Component):
     def model_identity(self) -> str:
         raise NotImplementedError
 
+    def output_settings(self) -> dict[str, Any]:
+        """Backend settings beyond sampling that change what the model says (structured-output
+        constraints, dtype, context length, quantization): part of candidate ids and cache keys."""
+        return {}
+
     def prepare(self, requests: list[Request]) -> None:
         """Tokenize and apply the long-prompt rule (local backends); sets `skip_reason`."""
 
@@ -185,6 +190,7 @@ class Generator(Component):
                 "generator",
                 self.name,
                 self.model_identity(),
+                self.output_settings(),
                 c.sampling.model_dump(mode="json"),
                 c.strategy,
                 _strategy_fields(c),
@@ -210,7 +216,7 @@ class Generator(Component):
         stats.skipped_long = sum(r.skip_reason is not None for r in requests)
         stats.truncated = sum(bool(r.meta.get("truncated_from")) for r in requests)
 
-        identity = self.model_identity()
+        identity = schema.content_hash("model", self.model_identity(), self.output_settings())
         completions: list[Completion | None] = [None] * len(requests)
         todo: list[int] = []
         keys: list[str | None] = [None] * len(requests)
@@ -303,6 +309,9 @@ class LocalModelGenerator(Generator):
 
             self._identity = model_fingerprint(resolve_model(self.config.model))
         return self._identity
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"dtype": getattr(self.config, "dtype", None)}
 
 
 def resolve_model(model: str) -> Path:

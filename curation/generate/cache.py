@@ -1,8 +1,9 @@
 """Content-addressed request cache: a re-run, or a change to a later stage, never regenerates.
 
 A completion is stored under the hash of everything that determines it: the backend, the model's
-identity (a hash of its files, or a server's URL and model name), the sampling parameters, the
-request seed, the sample index and the prompt conversation as sent. Only successful completions
+identity (a hash of its files, or the model a server reports) with the backend's output settings
+(structured-output constraints, dtype, context length, quantization), the sampling parameters,
+the request seed, the sample index and the prompt conversation as sent. Only successful completions
 are stored, so failed calls are retried by the next run. One SQLite file per cache folder (WAL
 mode: concurrent readers, short write transactions).
 """

@@ -62,7 +62,29 @@ class OpenAIGenerator(Generator):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def model_identity(self) -> str:
-        return schema.content_hash("openai", self._url, self.config.model)
+        """The server's URL and model name with what the server reports about that model (vLLM:
+        the weights it loaded as `root`, `parent`, `max_model_len`); asked once per instance. A
+        server that cannot be asked gives an identity of its own, so nothing cached matches it."""
+        if not hasattr(self, "_identity"):
+            self._identity = schema.content_hash("openai", self._url, self.config.model, self.reported_model())
+        return self._identity
+
+    def reported_model(self) -> dict[str, Any] | None:
+        """The server's `/models` entry for this model, without fields that change per request."""
+        import httpx
+
+        try:
+            reply = httpx.get(f"{self._url}/models", headers=self._headers(), timeout=min(10.0, self.config.timeout))
+            entries = reply.json()["data"] if reply.status_code == 200 else []
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == self.config.model:
+                return {k: entry[k] for k in ("id", "root", "parent", "owned_by", "max_model_len", "revision") if k in entry}
+        return None
+
+    def output_settings(self) -> dict[str, Any]:
+        return {"extra_body": self.config.extra_body} if self.config.extra_body else {}
 
     def check(self) -> None:
         if not self.config.health_check:

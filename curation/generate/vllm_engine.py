@@ -86,6 +86,12 @@ def release_engine() -> None:
         torch.cuda.empty_cache()
 
 
+OUTPUT_ENGINE_ARGS = (
+    "dtype", "max_model_len", "quantization", "kv_cache_dtype", "tokenizer", "tokenizer_mode", "revision",
+    "tokenizer_revision", "hf_overrides", "generation_config", "override_generation_config", "seed",
+)
+
+
 @GENERATORS.register("vllm")
 class VLLMGenerator(LocalModelGenerator):
     class Config(GeneratorConfig):
@@ -99,6 +105,11 @@ class VLLMGenerator(LocalModelGenerator):
         engine_args: dict[str, Any] = Field(default_factory=dict)  # any other vllm.LLM argument
 
     config: Config
+
+    def output_settings(self) -> dict[str, Any]:
+        """Engine arguments that change outputs; memory and parallelism settings do not."""
+        args = self.engine_args()
+        return {k: args[k] for k in OUTPUT_ENGINE_ARGS if args.get(k) is not None}
 
     def engine_args(self) -> dict[str, Any]:
         c = self.config

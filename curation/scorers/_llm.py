@@ -7,6 +7,7 @@ Replies are parsed tolerantly: JSON anywhere in the reply first, then patterns.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from typing import Any, Literal
@@ -86,8 +87,25 @@ class LLMCalls:
             self.generator = GENERATORS.build(self.config["backend"], self.config)
         return self.generator
 
-    def complete(self, conversations: list[list[dict[str, str]]]) -> list[tuple[str | None, str | None]]:
-        """(reply text, error) for each conversation, in order."""
+    def model_identity(self) -> str:
+        """The backend's model identity (its files, or what its server reports)."""
+        return str(self._generator().model_identity())
+
+    def retry_generator(self, attempt: int, temperature: float) -> Any:
+        """The backend for retry `attempt` (>= 1): another seed, and when the first try was greedy,
+        `temperature`, since a greedy retry would repeat the first reply word for word."""
+        base = self._generator()
+        s = base.config.sampling
+        sampling = s.model_copy(update={"seed": s.seed + attempt, "temperature": s.temperature or temperature})
+        retry = copy.copy(base)  # shares the loaded engine and the model identity
+        retry.config = base.config.model_copy(update={"sampling": sampling})
+        retry.__dict__.pop("_generation_fp", None)
+        return retry
+
+    def complete(
+        self, conversations: list[list[dict[str, str]]], generator: Any = None
+    ) -> list[tuple[str | None, str | None]]:
+        """(reply text, error) for each conversation, in order; `generator` overrides the backend."""
         ids = [schema.prompt_id(c) for c in conversations]
         unique = dict(zip(ids, conversations))
         if not unique:
@@ -99,7 +117,7 @@ class LLMCalls:
             ],
             "prompts",
         )
-        out = self._generator().generate(prompts)
+        out = (generator or self._generator()).generate(prompts)
         self.calls += len(unique)
         replies: dict[str, tuple[str | None, str | None]] = {}
         for r in out.sort("sample_index").iter_rows(named=True):

@@ -56,6 +56,16 @@ class Scorer(Component):
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         raise NotImplementedError
 
+    def model_paths(self) -> tuple[str, ...]:
+        """Local model folders the scores come from (none for heuristics)."""
+        return ()
+
+    def model_identity(self) -> str | None:
+        if not hasattr(self, "_identity"):
+            paths = self.model_paths()
+            self._identity = local_model_identity(*paths) if paths else None
+        return self._identity
+
     # ------------------------------------------------------------ helpers for implementations
 
     def check_rows(self, rows: pl.DataFrame) -> None:
@@ -101,6 +111,13 @@ def check_model_path(path: str, field: str, owner: str) -> Path:
     if not p.is_dir() or not (p / "config.json").is_file():
         raise ScorerError(f"{owner}: {field} {path!r} is not a model folder (no config.json in it)")
     return p
+
+
+def local_model_identity(*paths: str) -> str:
+    """Hash of the files of local model folders: weights saved in place change it."""
+    from curation.generate.cache import model_fingerprint
+
+    return schema.content_hash("models", [model_fingerprint(p) for p in paths])
 
 
 def meta_of(row: Mapping[str, Any]) -> dict[str, Any]:

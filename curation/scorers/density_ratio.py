@@ -14,9 +14,9 @@ import polars as pl
 from pydantic import Field
 
 from curation.scorers import SCORERS
-from curation.scorers.base import Scorer, ScorerConfig, check_model_path
+from curation.scorers.base import Scorer, ScorerConfig, check_model_path, local_model_identity
 
-_MODELS: dict[tuple[str, str], tuple[Any, Any]] = {}
+_MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
 
 class DensityRatioConfig(ScorerConfig):
@@ -30,7 +30,8 @@ class DensityRatioConfig(ScorerConfig):
 
 
 def load_causal_lm(path: str, device: str) -> tuple[Any, Any]:
-    key = (path, device)
+    """Loaded once per process and per content: weights saved in place load again."""
+    key = (path, local_model_identity(path), device)
     if key not in _MODELS:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,6 +92,9 @@ class DensityRatio(Scorer):
         owner = f"scorer {self.config.name!r}"
         check_model_path(self.config.strong_model, "strong_model", owner)
         check_model_path(self.config.weak_model, "weak_model", owner)
+
+    def model_paths(self) -> tuple[str, ...]:
+        return (self.config.strong_model, self.config.weak_model)
 
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)

@@ -38,6 +38,9 @@ class EmbeddingSimilarity(Scorer):
         except ValueError as exc:
             raise ScorerError(f"scorer {self.config.name!r}: {exc}") from exc
 
+    def model_paths(self) -> tuple[str, ...]:
+        return (self.embedder.model_path,)
+
     def reference(self, row: dict) -> str | None:
         if self.config.reference == "prompt":
             users = [m["content"] for m in row["messages"] or [] if m["role"] == "user"]

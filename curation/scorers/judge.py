@@ -251,6 +251,9 @@ class Judge(Scorer):
     def generator(self, value: Any) -> None:
         self.llm.generator = value
 
+    def model_identity(self) -> str:
+        return self.llm.model_identity()
+
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
         return self.score_pairs(rows) if self.mode == "pairwise" else self.score_points(rows)

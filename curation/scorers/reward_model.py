@@ -19,7 +19,7 @@ from curation.scorers.base import Scorer, ScorerConfig, check_model_path, conver
 
 log = logging.getLogger("curation.scorers.reward_model")
 
-_MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # loaded once per process
+_MODELS: dict[tuple[str, str | None, str, str], tuple[Any, Any]] = {}  # loaded once per process
 
 
 class RewardModelConfig(ScorerConfig):
@@ -27,7 +27,9 @@ class RewardModelConfig(ScorerConfig):
     model: str = Field(description="local folder of a sequence-classification reward model")
     batch_size: int = Field(8, ge=1)
     sort_by_length: bool = True
-    max_length: int | None = Field(None, ge=8, description="cut longer inputs (left side kept: the prompt start)")
+    max_length: int | None = Field(
+        None, ge=8, description="longer inputs lose the prompt's start (the response is what is scored); flagged per row"
+    )
     label_index: int = Field(0, ge=0, description="which logit is the reward")
     chat_template: bool = Field(True, description="format prompt + response with the tokenizer's chat template")
     device: str = "cpu"
@@ -45,9 +47,12 @@ class RewardModel(Scorer):
         super().__init__(config, **kwargs)
         check_model_path(self.config.model, "model", f"scorer {self.config.name!r}")
 
+    def model_paths(self) -> tuple[str, ...]:
+        return (self.config.model,)
+
     def load(self) -> tuple[Any, Any]:
         c = self.config
-        key = (c.model, c.device, c.dtype)
+        key = (c.model, self.model_identity(), c.device, c.dtype)
         if key not in _MODELS:
             import torch
             from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -73,6 +78,16 @@ class RewardModel(Scorer):
         prompts = ["\n\n".join(m["content"] for m in msgs) for msgs, _ in items]
         return [list(x) for x in tok(prompts, [t for _, t in items], add_special_tokens=True)["input_ids"]]
 
+    def prompt_lengths(self, tok: Any, conversations: list[list]) -> list[int]:
+        """Tokens before the response, rendered as `encode` renders them."""
+        if not conversations:
+            return []
+        if self.config.chat_template and tok.chat_template:
+            texts = tok.apply_chat_template([[dict(m) for m in c] for c in conversations], tokenize=False, add_generation_prompt=True)
+            return [len(x) for x in tok(texts, add_special_tokens=False)["input_ids"]]
+        prompts = ["\n\n".join(m["content"] for m in msgs) for msgs in conversations]
+        return [len(x) for x in tok(prompts, add_special_tokens=True)["input_ids"]]
+
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
         tok, model = self.load()
@@ -87,6 +102,10 @@ class RewardModel(Scorer):
                 errors[i] = "no prompt messages"
         ok = [i for i in range(len(records)) if i not in errors]
         encoded = dict(zip(ok, self.encode(tok, [(records[i]["messages"], records[i]["text"]) for i in ok])))
+        # over the limit: cut from the left, so the prompt's start goes and the response stays whole
+        # (a reward for a cut-off response would score a text nobody wrote); flagged on the row
+        long = [i for i, seq in encoded.items() if len(seq) > limit]
+        prompt_tokens = dict(zip(long, self.prompt_lengths(tok, [records[i]["messages"] for i in long])))
         ids: list[list[int] | None] = []
         details: list[dict] = []
         for i in range(len(records)):
@@ -95,8 +114,10 @@ class RewardModel(Scorer):
             if seq is not None:
                 detail["tokens"] = len(seq)
                 if len(seq) > limit:
-                    seq = seq[:limit]
+                    response_tokens = len(seq) - prompt_tokens[i]
+                    detail["truncated"] = "prompt" if response_tokens < limit else "prompt and response start"
                     detail["truncated_to"] = limit
+                    seq = seq[-limit:]
             ids.append(seq)
             details.append(detail)
         values = self.forward(tok, model, ids)

@@ -5,7 +5,8 @@ failing one fails the response) or a principle (a quality that makes a response 
 weight. Pointwise (kind `rubric`): one rubric per prompt, written from the prompt alone, shared by all its
 candidates. Pairwise (kind `pairwise_rubric`): the rubric is written contrastively from the pair (what the preferred
 response does that the other does not) and kept only when grading with it prefers the labelled
-chosen response; otherwise it is regenerated, up to `attempts` times, and the row fails if none
+chosen response; otherwise it is regenerated with another seed (and, after a greedy first try,
+`retry_temperature`), up to `attempts` times, and the row fails if none
 is consistent. Value: pointwise, the weighted total in [0, 1]; pairwise, 0.5 + (total(chosen) -
 total(rejected)) / 2, so 0.5 means no preference like the judge's. `detail` keeps the rubric and
 every per-criterion score.
@@ -137,6 +138,9 @@ class RubricConfig(LLMScorerConfig):
     max_criteria: int = Field(6, ge=1, le=20)
     contrastive: bool = Field(True, description="pairwise: write the rubric from the pair and keep it only if consistent with the label")
     attempts: int = Field(2, ge=1, le=5)
+    retry_temperature: float = Field(
+        0.7, gt=0.0, le=2.0, description="pairwise: a retry's temperature when the first try is greedy (each retry also gets its own seed)"
+    )
     hard_rule_gate: bool = True
 
 
@@ -178,6 +182,10 @@ class Rubric(Scorer):
         self.graders: dict[int, LLMCalls] = {}  # the grading format depends on the criteria count
         self.generator: Any = None  # set to any Generator to use it for writing and grading
 
+    def model_identity(self) -> str:
+        if self.generator is not None:
+            return str(self.generator.model_identity())
+        return self.writer.model_identity()
 
     def grader(self, n: int) -> LLMCalls:
         if n not in self.graders:
@@ -200,8 +208,11 @@ class Rubric(Scorer):
 
     # ------------------------------------------------------------ steps
 
-    def write_rubrics(self, requests: list[tuple[list[dict], tuple[str, str] | None]]) -> list[tuple[list[dict], str | None, str | None]]:
-        """(criteria, raw reply, error) for each (messages, (preferred, other) or None)."""
+    def write_rubrics(
+        self, requests: list[tuple[list[dict], tuple[str, str] | None]], attempt: int = 0
+    ) -> list[tuple[list[dict], str | None, str | None]]:
+        """(criteria, raw reply, error) for each (messages, (preferred, other) or None); a retry
+        (`attempt` > 0) samples with another seed."""
         convs = []
         for messages, contrast in requests:
             examples = ""
@@ -216,8 +227,9 @@ class Rubric(Scorer):
             convs.append([{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}])
         if self.generator is not None:
             self.writer.generator = self.generator
+        retry = self.writer.retry_generator(attempt, self.config.retry_temperature) if attempt else None
         out = []
-        for reply, error in self.writer.complete(convs):
+        for reply, error in self.writer.complete(convs, retry):
             criteria = parse_rubric(reply, self.config.max_criteria)
             err = None if criteria else (f"rubric call failed: {error}" if reply is None else "unparseable rubric")
             out.append((criteria, reply, err))
@@ -299,7 +311,7 @@ class Rubric(Scorer):
                 (records[i]["messages"], (records[i]["chosen"], records[i]["rejected"]) if c.contrastive else None)
                 for i in pending
             ]
-            written = self.write_rubrics(requests)
+            written = self.write_rubrics(requests, attempt)
             jobs, owners = [], []
             for i, (criteria, _, _) in zip(pending, written):
                 if criteria:

@@ -7,6 +7,7 @@ happen in `curation.train.checks`, still before any model weights load.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -91,11 +92,50 @@ class TrainConfig(ComponentConfig):
             raise ValueError("loss 'robust' (rDPO) belongs to method dpo")
         if self.sft_weight > 0 and self.method != "dpo":
             raise ValueError("sft_weight adds an NLL term to method dpo's loss; other methods take none")
+        if self.epsilon is not None and not (self.method == "cdpo" or (self.method == "dpo" and self.loss == "robust")):
+            under = f"method {self.method!r}" + (f" with loss {self.loss!r}" if self.method == "dpo" else "")
+            raise ValueError(
+                f"epsilon (a label-flip rate) is used only by method cdpo and by method dpo with loss robust; "
+                f"{under} ignores it: choose one of those, or drop epsilon"
+            )
         return self
 
     @property
     def uses_reference(self) -> bool:
         return self.method in REFERENCE_METHODS
+
+
+def scorer_identity(config: Any) -> tuple[str, ...] | None:
+    """What makes two scorer configs the same judge: the backend model it calls, or its model folder."""
+    generator = getattr(config, "generator", None)
+    if isinstance(generator, dict) and generator.get("model"):
+        return ("llm", str(generator.get("backend")), str(generator["model"]), str(generator.get("base_url") or ""))
+    model = getattr(config, "model", None)
+    if isinstance(model, str) and model:
+        path = Path(model).expanduser()
+        return ("model", str(path.resolve()) if path.exists() else model)
+    return None
+
+
+def check_judge_independent(evaluate: Any, scorers: list[Any]) -> None:
+    """Refuse an evaluation judge that also labels or scores the recipe's data, unless allowed."""
+    judge = getattr(evaluate, "judge", None)
+    if not judge or getattr(evaluate, "allow_judge_overlap", False):
+        return
+    from curation.scorers import SCORERS
+
+    judge_config = SCORERS.config_model(judge["kind"])(**judge)
+    identity = scorer_identity(judge_config)
+    model = identity[2] if identity and identity[0] == "llm" else identity[1] if identity else "no model"
+    for i, s in enumerate(scorers):
+        same_model = identity is not None and scorer_identity(s) == identity
+        if same_model or getattr(s, "name", None) == judge.get("name"):
+            raise ValueError(
+                f"evaluate.judge ({judge['kind']}, {model}) "
+                f"is also score[{i}] ({getattr(s, 'kind', '?')} {getattr(s, 'name', '?')!r}), which labels or scores the "
+                "training data: its win rate would favour the trained policy. Judge with another model, or set "
+                "evaluate.allow_judge_overlap: true to accept that bias"
+            )
 
 
 def check_scorer(entry: dict[str, Any] | None, role: str) -> dict[str, Any] | None:
@@ -123,7 +163,9 @@ class EvaluateConfig(ComponentConfig):
     `pairs` is a catalog ref ("name@v3:test") or a file of pairs read by curation.sources.
     `prompts` (a prompts file or catalog ref) gives the held-out prompts for win rate and verify;
     without it the win rate uses the held-out pairs' prompts.
-    `judge` names a scorer that did not label the training data (the run warns when it did).
+    `judge` names a scorer that did not label the training data: a recipe whose `score` holds the
+    same judge (same name, or same model) is refused unless `allow_judge_overlap` says the bias
+    is accepted; data labelled elsewhere by it gets a warning when the run starts.
     `verify` names a verify scorer for verifiable tasks: pass@1, and pass@k when `n` > 1.
     """
 
@@ -137,6 +179,9 @@ class EvaluateConfig(ComponentConfig):
     max_length: int = Field(1024, ge=8)
     beta: float | None = Field(None, gt=0.0, description="DPO implicit-reward beta; default: the training beta")
     judge: dict[str, Any] | None = Field(None, description="scorer entry {kind, ...} that judges win rate")
+    allow_judge_overlap: bool = Field(
+        False, description="accept a judge that also labels or scores the training data (its win rate favours the policy)"
+    )
     win_rate_prompts: int = Field(64, ge=1, description="held-out prompts for the win rate")
     verify: dict[str, Any] | None = Field(None, description="verify scorer entry {kind, ...} for pass@k")
     n: int = Field(1, ge=1, description="samples per prompt for pass@k")

@@ -45,6 +45,30 @@ def test_rows_carry_name_fingerprint_and_detail(tiny_rm, hh_pairs):
     assert detail["truncated_to"] == 16 and detail["tokens"] > 16
 
 
+def test_over_the_limit_the_prompt_is_cut_and_the_response_kept(tiny_rm, hh_pairs):
+    rows = candidate_rows(hh_pairs[:4])
+    full = rm(tiny_rm)
+    tok, _ = full.load()
+    lengths = [len(x) for x in full.encode(tok, [(r["messages"], r["text"]) for r in rows.to_dicts()])]
+    prompts = full.prompt_lengths(tok, rows.get_column("messages").to_list())
+    # a limit that leaves room for every response but not for every prompt
+    limit = max(max(n - p for n, p in zip(lengths, prompts)) + 2, 8)
+    assert any(n > limit for n in lengths)
+    cut = rm(tiny_rm, max_length=limit)
+    out = cut.score(rows)
+    for row, n, text in zip(out.iter_rows(named=True), lengths, rows.get_column("text")):
+        detail = json.loads(row["detail"])
+        if n > limit:
+            assert detail["truncated"] == "prompt" and detail["truncated_to"] == limit
+        else:
+            assert "truncated" not in detail
+    # what is scored ends with the whole response: the same value as scoring the kept tail directly
+    i = next(k for k, n in enumerate(lengths) if n > limit)
+    tail = full.encode(tok, [(rows.to_dicts()[i]["messages"], rows.to_dicts()[i]["text"])])[0][-limit:]
+    assert cut.forward(tok, full.load()[1], [tail])[0] == pytest.approx(out.get_column("value")[i], abs=1e-4)
+    assert rows.to_dicts()[i]["text"].strip() in tok.decode(tail)
+
+
 def test_missing_text_is_a_row_error_not_a_crash(tiny_rm, hh_pairs):
     rows = candidate_rows(hh_pairs[:2])
     rows = rows.with_columns(text=rows.get_column("text").scatter(1, None))

@@ -128,3 +128,30 @@ def test_rubrics_with_the_real_vllm_server(tiny_chat, shared_data):
             assert row["error"] == "no rubric consistent with the label"
         else:
             assert row["value"] > 0.5
+
+
+class SeedRecorder(ScriptedJudge):
+    """Records the seed and temperature of every rubric-writing request."""
+
+    def __init__(self, rule):
+        super().__init__(rule)
+        greedy = self.config.sampling.model_copy(update={"temperature": 0.0})  # as judges sample
+        self.config = self.config.model_copy(update={"sampling": greedy})
+        self.writes: list[tuple[int, float]] = []
+
+    def complete(self, requests, stats):
+        for req in requests:
+            if "Write a grading rubric" in req.messages[-1]["content"]:
+                self.writes.append((req.seed, req.sampling.temperature))
+        return super().complete(requests, stats)
+
+
+def test_a_rubric_retry_samples_with_another_seed_not_the_same_greedy_call():
+    pairs = [{"messages": [{"role": "user", "content": "Say no"}], "chosen": "No.", "rejected": "Bread please", "id": "2"}]
+    scorer = rubric(kind="pairwise_rubric", attempts=3, retry_temperature=0.9)
+    scorer.generator = SeedRecorder(grading_rule())  # its rubric always prefers the rejected response
+    out = scorer.score(pair_rows(pairs))
+    assert out.get_column("error")[0] == "no rubric consistent with the label"
+    seeds, temperatures = zip(*scorer.generator.writes)
+    assert len(seeds) == 3 and len(set(seeds)) == 3
+    assert temperatures == (0.0, 0.9, 0.9)  # greedy first, sampled retries

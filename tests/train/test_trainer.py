@@ -202,3 +202,13 @@ def test_sft_weight_belongs_to_dpo():
 
     with pytest.raises(ValueError, match="sft_weight"):
         TrainConfig(method="reward", sft_weight=1.0)
+
+
+@pytest.mark.parametrize("settings", [{"method": "dpo"}, {"method": "dpo", "loss": "ipo"}, {"method": "orpo"}])
+def test_epsilon_under_a_loss_that_ignores_it_is_a_config_error(settings):
+    from curation.train.config import TrainConfig
+
+    with pytest.raises(ValueError, match="ignores it"):
+        TrainConfig(**settings, epsilon=0.1)
+    TrainConfig(method="cdpo", epsilon=0.1)
+    TrainConfig(method="dpo", loss="robust", epsilon=0.1)
