@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import importlib
 import json
+import logging
 import os
 import pkgutil
 import sys
@@ -37,15 +38,36 @@ class _Group(TyperGroup):
             err_console.print(Text("interrupted", style="bold red"))
             raise typer.Exit(130) from None
         except Exception as exc:
-            if _debug(ctx):
+            if _debug():
                 raise
             err_console.print(Text.assemble(("error: ", "bold red"), describe_error(exc)), soft_wrap=True)
             err_console.print(Text("(`curate --debug ...` shows the traceback)", style="dim"))
             raise typer.Exit(1) from None
 
 
-def _debug(ctx: click.Context) -> bool:
-    return bool((ctx.obj or {}).get("debug")) or os.environ.get("CURATE_DEBUG", "") not in ("", "0")
+_DEBUG = {"on": False}  # set by --debug; a plain global, as log records come from engine threads too
+
+
+def _debug() -> bool:
+    return _DEBUG["on"] or os.environ.get("CURATE_DEBUG", "") not in ("", "0")
+
+
+class _NoTracebacks(logging.Filter):
+    """Log lines keep their message; the traceback attached to one is dropped unless --debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not _debug():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines to stderr for long commands (run, train); engines' tracebacks only with --debug."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _NoTracebacks) for f in handler.filters):
+            handler.addFilter(_NoTracebacks())
 
 
 app = typer.Typer(
@@ -62,10 +84,9 @@ err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 @app.callback()
 def _options(
-    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
 ) -> None:
-    ctx.obj = {"debug": debug}
+    _DEBUG["on"] = debug
 
 
 DEFAULT_CATALOG = "catalogs/default"

@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, setup_logging
 
 RunnerOption = typer.Option("local", "--runner", help="Where mapped stages run: local (threads), dask or ray.")
 AddressOption = typer.Option(
@@ -54,7 +54,7 @@ def run(
     _check(recipe, until)
     json_out = _stdout_for_json_only() if as_json else None
     prefect_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from curation.flows.pipeline import run_flow
     from curation.stages import StageError

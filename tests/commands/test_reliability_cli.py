@@ -266,3 +266,15 @@ def test_tampered_version_is_refused_by_show_and_export(catalog: Path, tmp_path:
 def test_hostile_refs_are_refused(catalog: Path, ref: str) -> None:
     r = curate("show", ref, "--catalog", str(catalog))
     assert r.exit_code == 1 and ("bad dataset reference" in r.output or "invalid dataset name" in r.output)
+
+
+# ---------------------------------------------------------------- curate run
+
+
+def test_failed_run_is_one_error_line_and_tracebacks_need_debug(tmp_path: Path) -> None:
+    (tmp_path / "junk.jsonl").write_text("not json\nalso not json\n")
+    (tmp_path / "r.yaml").write_text("name: junk\nsources:\n  - path: junk.jsonl\n")
+    r = curate_process("run", str(tmp_path / "r.yaml"), "--catalog", str(tmp_path / "cat"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and f"{tmp_path / 'junk.jsonl'}: format not detected" in errors[0]
