@@ -251,6 +251,8 @@ def selector_steps(kind: str, budget: int, seed: int) -> list[dict]:
         return [{"kind": "random", "budget": budget, "seed": seed}]
     if kind == "noise+random":
         return [{"kind": "noise", "seed": seed}, {"kind": "random", "budget": budget, "seed": seed}]
+    if kind == "mig":  # the pools carry no tags: MIG's embedding-cluster variant, named (it no longer runs silently)
+        return [{"kind": "mig", "labels": "clusters", "budget": budget, "seed": seed}]
     return [{"kind": kind, "budget": budget, "seed": seed}]
 
 
