@@ -290,7 +290,7 @@ def _move_into(tmp: Path, out: Path, report: ExportReport, owned: set[str]) -> N
     of ours unlisted; it lists the new ones alone at the end.
     """
     new = set(report.files)
-    foreign = sorted(f for f in new if (out / f).exists() and f not in owned)
+    foreign = sorted(f for f in new if (out / f).exists() and not _is_owned(f, owned))
     if foreign:
         raise ExportError(f"{out / foreign[0]} exists and was not written by an earlier export; move it away or "
                           "choose another folder")
@@ -299,12 +299,27 @@ def _move_into(tmp: Path, out: Path, report: ExportReport, owned: set[str]) -> N
         (out / f).parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp / f, out / f)
     for f in sorted(owned - new - {REPORT_FILE}, reverse=True):
-        (out / f).unlink(missing_ok=True)
+        if (out / f).is_dir() and not (out / f).is_symlink():  # listed as a folder by earlier versions
+            for inner in sorted((out / f).rglob("*"), reverse=True):
+                if inner.is_file() and str(inner.relative_to(out)) not in new:
+                    inner.unlink()
+                elif inner.is_dir() and not any(inner.iterdir()):
+                    inner.rmdir()
+            if not any((out / f).iterdir()):
+                (out / f).rmdir()
+        else:
+            (out / f).unlink(missing_ok=True)
         parent = (out / f).parent
         while parent != out and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
     _write_report(out, report.to_dict())
+
+
+def _is_owned(f: str, owned: set[str]) -> bool:
+    """`f` or a folder above it is listed by the earlier export."""
+    parts = Path(f).parts
+    return any(str(Path(*parts[:i])) in owned for i in range(1, len(parts) + 1))
 
 
 def _write_report(out: Path, data: dict[str, Any]) -> None:

@@ -202,3 +202,21 @@ def test_check_export_refuses_without_writing(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not an earlier export"):
         check_export(rows, "jsonl", tmp_path / "busy")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
+
+
+def test_reexport_replaces_only_listed_files_across_formats(tmp_path: Path) -> None:
+    rows, out = _multi_turn_rows(), tmp_path / "out"
+    first = export_rows(rows, "hf", out)
+    assert "train/state.json" in first.files  # every file is listed, folders by their files
+    (out / "mine.txt").write_text("x")
+    (out / "train" / "notes.md").write_text("the user's notes inside the split folder")
+    export_rows(rows, "jsonl", out)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == ["export.json", "mine.txt", "train", "train.jsonl", "train/notes.md"]
+    # an export.json written before files were listed one by one names the split folder itself
+    export_rows(rows, "hf", tmp_path / "old")
+    report = json.loads((tmp_path / "old" / "export.json").read_text())
+    report["files"] = sorted({f.split("/")[0] for f in report["files"]})
+    (tmp_path / "old" / "export.json").write_text(json.dumps(report))
+    export_rows(rows, "parquet", tmp_path / "old")
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["export.json", "train.parquet"]
