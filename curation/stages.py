@@ -397,7 +397,7 @@ def run_select(recipe: Recipe, tables: Tables, ctx: RunContext) -> tuple[Tables,
         out["select_report"] = store.write("select.report", fp, pl.DataFrame({"report": [schema.dumps(sel_report)]}))
     sel = json.loads(store.read(out["select_report"])["report"][0])
     report.rows_out = int(sel.get("kept", 0))
-    report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons")} for s in sel.get("steps", [])]}
+    report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons", "warnings")} for s in sel.get("steps", [])]}
     report.seconds = time.perf_counter() - started
     return out, report
 

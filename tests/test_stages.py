@@ -116,3 +116,11 @@ def test_generation_resumes_shard_by_shard_without_model_calls(tmp_path, tiny_ch
     assert gen3.cache_hits in (5 * 2, 2 * 2)  # the lost shard's prompts x n (shards of 5, 5, 2)
     assert tables3["candidates"].fingerprint == tables["candidates"].fingerprint
     assert _by_stage(third)["score"].cached  # same candidates: scores reused
+
+
+def test_a_budget_beyond_the_pool_is_a_warning_in_the_select_stage_report(tmp_path, shared_data):
+    data = _existing(shared_data)
+    data["select"] = [{"kind": "length", "budget": 5000}]
+    _, reports = run_recipe(load_recipe(_recipe(tmp_path, data)), tmp_path / "catalog", until="select")
+    [step] = _by_stage(reports)["select"].detail["steps"]
+    assert step["kept"] == 120 and step["warnings"] == ["budget 5000 exceeds the 120 items this step saw; it kept at most 120"]
