@@ -156,6 +156,15 @@ def sift_select(
         current = np.concatenate(kept)
 
 
+def gram(a: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """AᵀA in float64, a block of rows at a time (no float64 copy of a large A)."""
+    out = np.zeros((a.shape[1], a.shape[1]))
+    for s in range(0, a.shape[0], chunk):
+        block = a[s : s + chunk].astype(np.float64)
+        out += block.T @ block
+    return out
+
+
 def adaptive_mask(total_variance: np.ndarray, alpha: float) -> np.ndarray:
     """Adaptive SIFT: keep step i (1-based) unless sqrt(total variance after it) > 1/(α·i)."""
     i = np.arange(1, len(total_variance) + 1)
@@ -219,7 +228,7 @@ class SIFT(Selector):
         x = l2_normalize(item_embeddings(pool, context, cfg.embed))
         targets = l2_normalize(context.embeddings(target_texts)) if target_texts else None
         measured = x if targets is None else targets.mean(axis=0, keepdims=True) if cfg.mean_pooling else targets
-        self._x, self._target_gram = x.astype(np.float64), measured.T.astype(np.float64) @ measured.astype(np.float64)
+        self._x, self._target_gram = x, gram(measured)
         res = sift_select(
             x, targets, budget, lam=cfg.lam, preselect_k=cfg.preselect, mini_batch_size=mbs,
             mean_pooling=cfg.mean_pooling, seed=cfg.seed,
@@ -256,7 +265,7 @@ class SIFT(Selector):
         λ·tr((Xᵀ W X + λI)⁻¹ AᵀA) (Woodbury), so it costs O(|rows| d² + d³), not O(|rows|²·m).
         """
         lam = self.config.lam
-        x = self._x[np.asarray(rows, dtype=np.int64)]
+        x = self._x[np.asarray(rows, dtype=np.int64)].astype(np.float64)
         w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
         precision = (x * w[:, None]).T @ x + lam * np.eye(x.shape[1])
         return float(lam * np.trace(np.linalg.solve(precision, self._target_gram)))
