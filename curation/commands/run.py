@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, setup_logging
+from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, setup_logging, warn
 
 RunnerOption = typer.Option("local", "--runner", help="Where mapped stages run: local (threads), dask or ray.")
 AddressOption = typer.Option(
@@ -99,6 +99,10 @@ def print_summary(summary: dict[str, Any]) -> None:
             _print_metrics(s["detail"]["metrics"])
     if summary.get("version"):
         console.print(f"published {summary['version']}", style="bold")
+    for s in summary["stages"]:  # e.g. a budget beyond the pool: the run went on, the user should know
+        for step in (s.get("detail") or {}).get("steps") or []:
+            for w in step.get("warnings") or []:
+                warn(f"{step.get('stage') or s['stage']}: {w}")
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:

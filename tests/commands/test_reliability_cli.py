@@ -278,3 +278,19 @@ def test_failed_run_is_one_error_line_and_tracebacks_need_debug(tmp_path: Path) 
     assert r.returncode == 1 and "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and f"{tmp_path / 'junk.jsonl'}: format not detected" in errors[0]
+
+
+def test_budget_beyond_the_pool_is_a_warning_in_the_run_summary(tmp_path: Path, shared_data: Path, capsys) -> None:
+    from curation.commands.run import print_summary
+    from curation.recipe import load_recipe
+    from curation.stages import run_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: small\nsources:\n  - path: {shared_data / 'pandalm_testset.jsonl.gz'}\n    limit: 50\n"
+                      "select:\n  - kind: length\n    budget: 5000\n")
+    _, reports = run_recipe(load_recipe(recipe), tmp_path / "cat", until="select")
+    capsys.readouterr()
+    print_summary({"recipe": "small", "catalog": str(tmp_path / "cat"), "version": None, "seconds": 1.0,
+                   "stages": [r.to_dict() for r in reports]})
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: select.0:length: budget 5000 exceeds the 50 items this step saw; it kept at most 50" in err
