@@ -27,9 +27,9 @@ SECRET = f"s3cret-{MARK}"
 # Starts a program with _posixsubprocess.fork_exec: no audit event, so the audit hook never sees it.
 SPAWN = """
 import _posixsubprocess, os
-def spawn(argv, setsid=False):
+def spawn(argv, setsid=False, stdout=-1):
     r, w = os.pipe()
-    base = [argv, [os.fsencode(argv[0])], True, (), None, None, -1, -1, -1, -1, -1, -1, r, w,
+    base = [argv, [os.fsencode(argv[0])], True, (), None, None, -1, -1, -1, stdout, -1, -1, r, w,
             True, setsid, -1, None, None, None, -1, None]
     for extra in ([], [False]):  # Python 3.12 adds allow_vfork
         try:
@@ -38,6 +38,14 @@ def spawn(argv, setsid=False):
             continue
     raise RuntimeError("fork_exec signature unknown")
 """
+
+
+def relay(argv: str) -> str:
+    """Start `argv` unhooked with its stdout on a pipe, and print its first line (waits for it)."""
+    return (
+        f"r, w = os.pipe()\nspawn({argv}, stdout=w)\nos.close(w)\n"
+        "print(os.fdopen(r).readline().strip(), flush=True)"
+    )
 
 
 def wrong(body: str = "") -> str:
@@ -141,9 +149,11 @@ def corpus(host) -> dict[str, tuple[str, set[str]]]:
         "fork_bomb": (
             SPAWN
             + wrong(
-                "import time\nspawn(['/usr/bin/python3', '-c', "
-                "'import os, sys\\nn = 0\\ntry:\\n    while True:\\n        if os.fork() == 0:\\n            import time; time.sleep(30); os._exit(0)\\n        n += 1\\nexcept OSError:\\n    print(\"forks:\", n, flush=True)\\n    import time; time.sleep(30)', "
-                f"'bomb-{MARK}'])\ntime.sleep(1)"
+                relay(
+                    "['/usr/bin/python3', '-c', "
+                    "'import os, sys\\nn = 0\\ntry:\\n    while True:\\n        if os.fork() == 0:\\n            import time; time.sleep(30); os._exit(0)\\n        n += 1\\nexcept OSError:\\n    print(\"forks:\", n, flush=True)\\n    import time; time.sleep(30)', "
+                    f"'bomb-{MARK}']"
+                )
             ),
             {"failed"},
         ),
@@ -166,9 +176,11 @@ def corpus(host) -> dict[str, tuple[str, set[str]]]:
         ),
         "network_without_the_hook": (
             SPAWN
-            + if_escaped(
-                f"spawn(['/usr/bin/python3', '-c', 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=1); print(\"net: connected\")'])\n"
-                "import time; time.sleep(1.5)\nassert False, 'no way to see the result from here'"
+            + wrong(
+                relay(
+                    "['/usr/bin/python3', '-c', 'import socket\\ntry:\\n    socket.create_connection((\"127.0.0.1\", "
+                    f"{port}), timeout=1)\\n    print(\"net: connected\")\\nexcept OSError as e:\\n    print(\"net:\", e)']"
+                )
             ),
             {"failed"},
         ),
@@ -253,7 +265,8 @@ def test_fork_bomb_is_bounded_by_the_process_limit(scored):
 
 def test_no_connection_reached_the_host(scored, host):
     assert host["connections"] == []
-    assert "net: connected" not in json.loads(scored[0]["network_without_the_hook"]["detail"])["stdout"]
+    said = json.loads(scored[0]["network_without_the_hook"]["detail"])["stdout"]
+    assert "net: " in said and "net: connected" not in said, said
 
 
 def test_huge_output_is_cut_and_binary_output_is_kept_readable(scored):
