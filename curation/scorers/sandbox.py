@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -73,11 +73,6 @@ class SandboxResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-    def to_dict(self, tail: int = 2000) -> dict:
-        d = asdict(self)
-        d["stdout"], d["stderr"] = self.stdout[-tail:], self.stderr[-tail:]
-        return d
 
 
 def _readable_by_sandbox(path: Path) -> bool:
