@@ -104,6 +104,11 @@ def corpus(host) -> dict[str, tuple[str, set[str]]]:
             SPAWN + wrong(f"spawn(['/usr/bin/sleep', '1037.{MARK[:4]}'], setsid=True)"),
             {"failed"},
         ),
+        "timeout_leaves_a_setsid_child": (
+            SPAWN + wrong(f"spawn(['/usr/bin/sleep', '1038.{MARK[:4]}'], setsid=True)\nwhile True:\n    pass"),
+            {"timeout"},
+        ),
+        "too_many_open_files": (if_escaped("files = [open('/dev/null') for _ in range(100)]"), {"failed"}),
         "open_dir_fd": (
             if_escaped(f"d = os.open('/', os.O_RDONLY)\nos.close(os.open({target('dirfd')[1:]!r}, os.O_CREAT | os.O_WRONLY, dir_fd=d))"),
             {"failed"},
@@ -157,8 +162,15 @@ def corpus(host) -> dict[str, tuple[str, set[str]]]:
             ),
             {"failed"},
         ),
-        "write_proc_self_root": (if_escaped(f"open('/proc/self/root/usr/pwned-{MARK}', 'w').write('x')"), {"failed", "refused"}),
-        "write_proc_sys": (if_escaped("open('/proc/sys/kernel/hostname', 'w').write('pwned')"), {"failed", "refused"}),
+        # through a directory fd the audit hook sees a relative name and lets these pass: the OS stops them
+        "write_proc_self_root": (
+            if_escaped(f"d = os.open('/proc/self/root/usr', os.O_RDONLY)\nos.close(os.open('pwned-{MARK}', os.O_CREAT | os.O_WRONLY, dir_fd=d))"),
+            {"failed"},
+        ),
+        "write_proc_sys": (
+            if_escaped("d = os.open('/proc/sys/kernel', os.O_RDONLY)\nos.write(os.open('hostname', os.O_WRONLY, dir_fd=d), b'pwned')"),
+            {"failed"},
+        ),
         "symlink_out_of_work": (
             SPAWN
             + if_escaped(
@@ -253,6 +265,7 @@ def test_the_honest_row_among_them_passes(scored):
 def test_no_process_outlives_its_sandbox(scored):
     out, _ = scored
     assert _processes_with(f"1037.{MARK[:4]}") == []
+    assert _processes_with(f"1038.{MARK[:4]}") == []  # left behind by a run killed on timeout
     assert _processes_with(f"bomb-{MARK}") == []
 
 
