@@ -570,11 +570,14 @@ class Catalog:
         test_fraction: float = 0.0,
         seed: int = 0,
         generated_by: str | None = None,
+        formats: Sequence[str] = (),
     ) -> VersionInfo:
         """Publish a new immutable version of `name`: files first, then one catalog transaction.
 
         `generated_by` names the policy that sampled the version's candidates ("model:<model_id>"
         for a model in this catalog, else its folder), so an on-policy round leads to its checkpoint.
+        `formats`: export views checked (curation.export.check_export) before anything is written,
+        so a version the run cannot export is never published.
         """
         name = validate_name(name)
         started = time.perf_counter()
@@ -585,6 +588,11 @@ class Catalog:
             raise CatalogError("publish: a `pairs` table is required")
         parent_refs = [self.resolve(p).ref for p in parents]
         rows, counts = build_version_rows(tables, test_fraction=test_fraction, seed=seed)
+        if formats:
+            from curation.export import check_export
+
+            for fmt in formats:
+                check_export(rows, fmt)
         lineage_frames = {t: _table(tables, t) for t in LINEAGE_TABLES}
         counts["quarantined"] = lineage_frames["quarantine"].height
         run = dict(run or {})

@@ -178,3 +178,20 @@ def test_damaged_artifact_is_set_aside_and_recomputed(tmp_path: Path) -> None:
     assert doctor(root, clean=True).ok and not path.with_name(path.name + DAMAGED_SUFFIX).exists()
     path.write_bytes(b"PAR1 not really")  # damaged in place: doctor finds it, --clean removes it
     assert _kinds(doctor(root)) == [("bad_artifact", path.name, False)]
+
+
+# ---------------------------------------------------------------- publish once, after the format checks
+
+
+def test_a_view_that_cannot_be_exported_stops_the_publish(tmp_path: Path) -> None:
+    from curation.export import ExportError
+
+    cat = open_catalog(tmp_path / "cat")
+    tables = make_tables(3)
+    empty = tables["candidates"]["candidate_id"][0]
+    tables["candidates"] = tables["candidates"].with_columns(
+        pl.when(pl.col("candidate_id") == empty).then(pl.lit("")).otherwise(pl.col("text")).alias("text"))
+    with pytest.raises(ExportError, match="trl_dpo_text: .* is empty"):
+        cat.publish("t", tables, formats=["jsonl", "trl_dpo_text"])
+    assert cat.versions().height == 0 and not any((tmp_path / "cat" / "datasets" / "t").glob("v*"))
+    assert cat.publish("t", tables, formats=["jsonl", "trl_dpo"]).version == 1
