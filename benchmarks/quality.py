@@ -31,6 +31,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -313,6 +314,8 @@ def selection_benchmark(rows: pl.DataFrame, embed: CachedEmbedder, args: argpars
                     save_steps=10**6, logging_steps=10**6, use_margin=False,
                 )
                 ev = evaluate(folder, test_cut, {"record": False, "batch_size": 64, "max_length": args.rm_max_length})
+                for checkpoint in folder.glob("checkpoint-*"):  # optimizer state: 3x the model, never resumed here
+                    shutil.rmtree(checkpoint)
                 margin = dict(zip(ev.per_pair["pair_id"].to_list(), ev.per_pair["margin"].to_list()))
                 correct = [1.0 if margin[p] > 0 else 0.5 if margin[p] == 0 else 0.0 for p in test["pair_id"].to_list()]
                 run = {"seed": seed, "fraction": fraction, "budget": budget, "selector": kind, "pairs": final.height,
