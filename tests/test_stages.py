@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 import yaml
 
 from curation.quickstart import write_prompts_jsonl
 from curation.recipe import load_recipe
-from curation.stages import StageError, run_recipe, stage_order
+from curation.stages import RunContext, Stage, StageError, execute, run_recipe, stage_order
 
 
 def _recipe(tmp: Path, data: dict) -> Path:
@@ -124,3 +126,53 @@ def test_a_budget_beyond_the_pool_is_a_warning_in_the_select_stage_report(tmp_pa
     _, reports = run_recipe(load_recipe(_recipe(tmp_path, data)), tmp_path / "catalog", until="select")
     [step] = _by_stage(reports)["select"].detail["steps"]
     assert step["kept"] == 120 and step["warnings"] == ["budget 5000 exceeds the 120 items this step saw; it kept at most 120"]
+
+
+def test_run_recipe_records_the_run_with_its_stage_stats(tmp_path, shared_data):
+    """run_recipe walks the same loop as the flow, so publish stores the run (it used not to)."""
+    from curation.catalog import open_catalog
+
+    recipe = load_recipe(_recipe(tmp_path, _existing(shared_data)))
+    run_recipe(recipe, tmp_path / "catalog")
+    cat = open_catalog(tmp_path / "catalog")
+    runs = cat.runs()
+    assert runs.height == 1 and runs["name"][0] == "pandalm-small"
+    stats = json.loads(runs["stats"][0])
+    assert list(stats) == ["sources", "pairs", "select"] and stats["select"]["rows_out"] == 60
+    assert cat.versions("pandalm-small")["run_id"][0] == runs["run_id"][0]
+
+
+class _Counting(Stage):
+    """A stage whose compute counts its calls and fails on demand."""
+
+    name = "counting"
+    outputs = {"out": ("counting", None)}
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls, self.fail = 0, fail
+
+    def fingerprint(self, recipe, tables, ctx):
+        return "fp1"
+
+    def compute(self, recipe, tables, ctx, report, run):
+        self.calls += 1
+        if self.fail:
+            raise KeyError("boom")
+        report.calls = 3
+        return {"out": pl.DataFrame({"x": [1, 2]})}
+
+    def summarize(self, recipe, tables, report):
+        report.rows_out = tables["out"].rows
+
+
+def test_the_stage_wrapper_skips_existing_outputs_and_names_the_failing_stage(tmp_path):
+    ctx = RunContext(str(tmp_path))
+    stage = _Counting()
+    tables, first = execute(stage, None, {}, ctx)
+    assert (stage.calls, first.cached, first.rows_out, first.calls) == (1, False, 2, 3)
+    assert not list((tmp_path / "artifacts" / "counting").glob(".*.tmp"))  # written atomically, no leftovers
+    again, second = execute(stage, None, {}, ctx)
+    assert (stage.calls, second.cached, second.rows_out, second.calls) == (1, True, 2, 0)
+    assert again["out"] == tables["out"]
+    with pytest.raises(StageError, match="stage counting: 'boom'"):
+        execute(_Counting(fail=True), None, {}, RunContext(str(tmp_path / "other")))

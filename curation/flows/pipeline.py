@@ -4,7 +4,9 @@ Tasks hand each other `ArtifactRef`s (path + fingerprint), never frames: Prefect
 results in memory and may persist them. Generation and scoring are mapped over shards of
 prompts on the flow's task runner (threads locally; a Dask or Ray cluster with `--runner`);
 every other stage runs in the flow's own process, so catalog writes stay in one process.
-Stage skipping is the stages' own fingerprint check, so Prefect's task cache is off.
+Stage skipping is the stages' own fingerprint check, so Prefect's task cache is off. The loop
+itself (order, --until, the run record) is `curation.stages.walk`, the same one `run_recipe`
+walks; this module only supplies the executor that turns its steps into tasks.
 
 Import through `curation.flows.prefect_env()` first, so Prefect's home is the project's.
 """
@@ -47,33 +49,45 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 _TASK = dict(retries=2, retry_delay_seconds=2, retry_condition_fn=_transient, cache_policy=NONE, persist_result=False)
 
 
-@task(name="sources", **_TASK)
-def sources_task(recipe_path: str, ctx: stages.RunContext):
-    stages.build_models(stages.load(recipe_path))
-    return stages.run_sources(stages.load(recipe_path), ctx)
-
-
 @task(name="plan-shards", **_TASK)
 def plan_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, shard_size: int):
-    return stages.plan_shards(stage, stages.load(recipe_path), tables, ctx, shard_size)
+    return stages.BY_NAME[stage].plan(stages.load(recipe_path), tables, ctx, shard_size)
 
 
 @task(name="shard", task_run_name="{shard.stage}-shard-{shard.index}", **_TASK)
 def shard_task(shard: stages.Shard, recipe_path: str, ctx: stages.RunContext):
-    return stages.run_shard(shard, stages.load(recipe_path), ctx)
+    return stages.BY_NAME[shard.stage].run_shard(shard, stages.load(recipe_path), ctx)
 
 
 @task(name="combine-shards", **_TASK)
 def combine_task(stage: str, shards: list, results: list, tables: stages.Tables, ctx: stages.RunContext):
-    return stages.combine_shards(stage, shards, [r for r, _ in results], [r for _, r in results], tables, ctx)
+    return stages.BY_NAME[stage].combine(shards, [r for r, _ in results], [r for _, r in results], tables, ctx)
 
 
 @task(name="stage", task_run_name="{stage}", **_TASK)
 def stage_task(stage: str, recipe_path: str, tables: stages.Tables, ctx: stages.RunContext, run: dict):
-    recipe = stages.load(recipe_path)
-    if stage == "publish":
-        return stages.run_publish(recipe, tables, ctx, run=run)
-    return stages.STAGE_FUNCTIONS[stage](recipe, tables, ctx)
+    return stages.execute(stages.BY_NAME[stage], stages.load(recipe_path), tables, ctx, run)
+
+
+class PrefectExecutor:
+    """The loop's steps as Prefect tasks: shards mapped on the flow's task runner, the rest inline."""
+
+    def __init__(self, recipe_path: str, ctx: stages.RunContext, shard_size: int) -> None:
+        self.recipe_path, self.ctx, self.shard_size = recipe_path, ctx, shard_size
+        self.logger = get_run_logger()
+
+    def stage(self, stage: stages.Stage, tables: stages.Tables, run: dict[str, Any]):
+        return stage_task(stage.name, self.recipe_path, tables, self.ctx, run)
+
+    def sharded(self, stage: stages.ShardedStage, tables: stages.Tables):
+        shards = plan_task(stage.name, self.recipe_path, tables, self.ctx, self.shard_size)
+        self.logger.info("%s: %d shard(s) of up to %d prompts", stage.name, len(shards), self.shard_size)
+        results = []
+        for i, fut in enumerate(shard_task.map(shards, recipe_path=self.recipe_path, ctx=self.ctx)):
+            results.append(fut.result())
+            self.logger.info("%s: shard %d/%d done%s", stage.name, i + 1, len(shards),
+                             " (cached)" if results[-1][1].cached else "")
+        return combine_task(stage.name, shards, results, tables, self.ctx)
 
 
 @flow(name="curate", log_prints=True)
@@ -83,28 +97,13 @@ def curate_flow(recipe_path: str, catalog: str, until: str | None = None, shard_
     recipe = stages.load(recipe_path)
     ctx = stages.RunContext(str(Path(catalog).resolve()))
     started = time.time()
-    run = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": started}
-    tables, report = sources_task(recipe_path, ctx)
-    reports = [report]
-    logger.info("sources: %d rows%s", report.rows_out, " (cached)" if report.cached else "")
-    for stage in stages.stage_order(until)[1:]:
-        if not stages.applies(stage, recipe):
-            continue
-        if stage in stages.SHARDED:
-            shards = plan_task(stage, recipe_path, tables, ctx, shard_size)
-            logger.info("%s: %d shard(s) of up to %d prompts", stage, len(shards), shard_size)
-            futures = shard_task.map(shards, recipe_path=recipe_path, ctx=ctx)
-            results = []
-            for i, fut in enumerate(futures):
-                results.append(fut.result())
-                logger.info("%s: shard %d/%d done%s", stage, i + 1, len(shards), " (cached)" if results[-1][1].cached else "")
-            tables, report = combine_task(stage, shards, results, tables, ctx)
-        else:
-            run["stats"] = {r.stage: r.to_dict() for r in reports}
-            tables, report = stage_task(stage, recipe_path, tables, ctx, run)
-        reports.append(report)
-        logger.info("%s: %d in, %d out%s in %.1fs", stage, report.rows_in, report.rows_out,
+
+    def log_stage(report: stages.StageReport) -> None:
+        logger.info("%s: %d in, %d out%s in %.1fs", report.stage, report.rows_in, report.rows_out,
                     " (cached)" if report.cached else "", report.seconds)
+
+    tables, reports, _ = stages.walk(recipe, PrefectExecutor(recipe_path, ctx, shard_size), until=until,
+                                     on_stage=log_stage)
     version = stages.read_record(tables["publish"])["ref"] if "publish" in tables else None
     return {
         "recipe": recipe.name,

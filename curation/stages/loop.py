@@ -1,0 +1,105 @@
+"""The one loop over the stages, shared by `run_recipe` (in this process) and the Prefect flow.
+
+`walk` decides what runs (stage order, `--until`, what the recipe asks for), builds missing
+models, keeps the run record that publish stores, and collects the reports. How each step runs
+is the executor's business: `LocalExecutor` calls the stages here; `curation.flows` supplies
+one that wraps the same calls in Prefect tasks and maps shards on a task runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from curation.recipe import STAGES, Recipe, model_builder
+from curation.stages import evaluate, generate, pairs, publish, score, select, sources, train
+from curation.stages.sharded import ShardedStage, run_sharded
+from curation.stages.stage import RunContext, Stage, StageReport, Tables, execute
+
+log = logging.getLogger(__name__)
+
+PIPELINE: tuple[Stage, ...] = tuple(m.STAGE for m in (sources, generate, score, pairs, select, publish, train, evaluate))
+BY_NAME: dict[str, Stage] = {s.name: s for s in PIPELINE}
+assert tuple(BY_NAME) == STAGES, "the pipeline and the recipe's stage names must agree"
+
+
+def stage_order(until: str | None) -> list[str]:
+    """The stages to run, in order, up to and including `until`."""
+    if until is None:
+        return list(STAGES)
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r} for --until; stages: {', '.join(STAGES)}")
+    return list(STAGES[: STAGES.index(until) + 1])
+
+
+def applies(stage: str, recipe: Recipe) -> bool:
+    """Whether the recipe asks for `stage` (sources, pairs, select and publish always run)."""
+    return BY_NAME[stage].applies(recipe)
+
+
+def build_models(recipe: Recipe) -> list[str]:
+    """Build the recipe's `models:` entries whose folders are missing; returns what was built."""
+    built = []
+    for entry in recipe.models:
+        path = Path(entry.path)
+        if (path / "config.json").exists():
+            continue
+        log.info("building model %s (%s)", path, entry.build)
+        model_builder(entry.build)(path, **entry.options)
+        built.append(str(path))
+    return built
+
+
+class Executor(Protocol):
+    """How one step of the loop runs (in this process, or as Prefect tasks)."""
+
+    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, StageReport]: ...
+
+    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, StageReport]: ...
+
+
+class LocalExecutor:
+    """Every step in this process, shards one after the other."""
+
+    def __init__(self, recipe: Recipe, ctx: RunContext, shard_size: int = 256) -> None:
+        self.recipe, self.ctx, self.shard_size = recipe, ctx, shard_size
+
+    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, StageReport]:
+        return execute(stage, self.recipe, tables, self.ctx, run)
+
+    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, StageReport]:
+        return run_sharded(stage, self.recipe, tables, self.ctx, self.shard_size)
+
+
+def walk(
+    recipe: Recipe, executor: Executor, *, until: str | None = None,
+    on_stage: Callable[[StageReport], None] | None = None,
+) -> tuple[Tables, list[StageReport], dict[str, Any]]:
+    """Run the recipe's stages in order through `executor`: tables, reports and the run record."""
+    build_models(recipe)
+    run: dict[str, Any] = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": time.time()}
+    tables: Tables = {}
+    reports: list[StageReport] = []
+    for name in stage_order(until):
+        stage = BY_NAME[name]
+        if not stage.applies(recipe):
+            continue
+        run["stats"] = {r.stage: r.to_dict() for r in reports}  # what publish stores with the version
+        tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
+        reports.append(report)
+        if on_stage:
+            on_stage(report)
+    return tables, reports, run
+
+
+def run_recipe(
+    recipe: Recipe, catalog_root: str | os.PathLike, *, until: str | None = None, shard_size: int = 256,
+    on_stage: Callable[[StageReport], None] | None = None,
+) -> tuple[Tables, list[StageReport]]:
+    """Run the recipe's stages in this process, in order (what the Prefect flow does, minus Prefect)."""
+    ctx = RunContext(str(Path(catalog_root).resolve()))
+    tables, reports, _ = walk(recipe, LocalExecutor(recipe, ctx, shard_size), until=until, on_stage=on_stage)
+    return tables, reports

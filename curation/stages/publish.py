@@ -1,0 +1,70 @@
+"""publish: the selection as a new catalog version (once per fingerprint), exports beside it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from curation.recipe import Recipe
+from curation.stages.stage import (
+    RunContext,
+    Stage,
+    StageReport,
+    Tables,
+    fingerprint,
+    fingerprints,
+    read_record,
+    read_table,
+    record_frame,
+)
+from curation.store import ArtifactRef
+
+
+class Publish(Stage):
+    name = "publish"
+    inputs = ("prompts", "candidates", "scores", "pairs", "decisions", "quarantine")
+    outputs = {"publish": ("publish", None)}
+
+    def fingerprint(self, recipe: Recipe, tables: Tables, ctx: RunContext) -> str:
+        return fingerprint("publish", recipe.dataset_name, recipe.publish.model_dump(mode="json"),
+                           fingerprints(tables, *self.inputs))
+
+    def context(self, recipe: Recipe) -> str:
+        return f" ({recipe.dataset_name})"
+
+    def rows_in(self, recipe: Recipe, tables: Tables) -> int:
+        return tables["pairs"].rows
+
+    def reusable(self, refs: Mapping[str, ArtifactRef], ctx: RunContext) -> bool:
+        """A publish record is reused only while the catalog still has its version."""
+        try:
+            ctx.catalog().resolve(read_record(refs["publish"])["ref"])
+        except Exception:  # the catalog lost that version: publish again
+            return False
+        return True
+
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+                run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
+        catalog = ctx.catalog()
+        frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
+        info = catalog.publish(
+            recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
+            test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
+        )
+        exports = {}
+        for fmt in recipe.publish.formats:
+            target = Path(recipe.publish.out or Path(ctx.catalog_root) / "exports" / info.ref.replace("@", "-")) / fmt
+            exports[fmt] = str(catalog.export(info.ref, fmt, target))
+        record = {"ref": info.ref, "path": str(info.path), "rows": info.rows, "fingerprint": info.fingerprint,
+                  "exports": exports}
+        return {"publish": record_frame(record)}
+
+    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+        record = read_record(tables["publish"])
+        report.rows_out = int(record["rows"])
+        report.detail = {"version": record["ref"]}
+
+
+STAGE = Publish()

@@ -1,0 +1,67 @@
+"""select: apply the recipe's selectors in order; every pool item gets a decision row per step."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+import polars as pl
+
+from curation import schema
+from curation.recipe import Recipe
+from curation.stages.stage import (
+    RunContext,
+    Stage,
+    StageReport,
+    Tables,
+    component_fingerprint,
+    config_of,
+    fingerprint,
+    fingerprints,
+    read_table,
+)
+from curation.store import ArtifactStore
+
+
+def pair_pool(store: ArtifactStore, tables: Tables) -> pl.DataFrame:
+    """The selection pool: every pair denormalised (VERSION_ROWS columns), no decision applied."""
+    from curation.catalog import build_version_rows
+
+    frames = {n: read_table(store, tables, n) for n in ("prompts", "candidates", "scores", "pairs")}
+    rows, _ = build_version_rows(frames)
+    return rows
+
+
+class Select(Stage):
+    name = "select"
+    inputs = ("pairs", "scores", "candidates")
+    outputs = {"decisions": ("select", "decisions"), "select_report": ("select.report", None)}
+
+    def fingerprint(self, recipe: Recipe, tables: Tables, ctx: RunContext) -> str:
+        return fingerprint("select", [component_fingerprint(s, "select") for s in recipe.select],
+                           fingerprints(tables, *self.inputs))
+
+    def rows_in(self, recipe: Recipe, tables: Tables) -> int:
+        return tables["pairs"].rows
+
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+                run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
+        pool = pair_pool(ctx.store, tables)
+        if not recipe.select:
+            decisions, summary = schema.empty("decisions"), {"pool": pool.height, "kept": pool.height, "steps": []}
+        else:
+            from curation.select import apply_selectors
+
+            result = apply_selectors(pool, [config_of(s) for s in recipe.select],
+                                     scores=read_table(ctx.store, tables, "scores"))
+            decisions, summary = result.decisions, result.report
+        return {"decisions": decisions, "select_report": pl.DataFrame({"report": [schema.dumps(summary)]})}
+
+    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+        summary = json.loads(pl.read_parquet(tables["select_report"].path)["report"][0])
+        report.rows_out = int(summary.get("kept", 0))
+        report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons", "warnings")}
+                                   for s in summary.get("steps", [])]}
+
+
+STAGE = Select()

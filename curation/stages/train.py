@@ -1,0 +1,97 @@
+"""train: a policy trained on the published version (TRL); with `evaluate.control`, also one
+trained on a same-size random set of pool pairs, what the selection is measured against."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Mapping
+
+import polars as pl
+
+from curation.recipe import Recipe
+from curation.stages.select import pair_pool
+from curation.stages.stage import (
+    RunContext,
+    Stage,
+    StageError,
+    StageReport,
+    Tables,
+    fingerprint,
+    read_record,
+    record_frame,
+)
+from curation.store import ArtifactStore
+
+
+def policy_base(recipe: Recipe) -> str | None:
+    """The model training starts from: the train section's, else the generating model."""
+    model = getattr(recipe.train, "model", None)
+    return model or (getattr(recipe.generate, "model", None) if recipe.generate is not None else None)
+
+
+def random_control(store: ArtifactStore, tables: Tables, n: int, seed: int) -> pl.DataFrame:
+    """A uniform random set of `n` trainable pool pairs (no ties, both sides non-empty): what the
+    selection is measured against."""
+    from curation.catalog import tie_mask
+
+    pool = pair_pool(store, tables)
+    usable = (pl.col("chosen").str.strip_chars().str.len_chars() > 0) & (pl.col("rejected").str.strip_chars().str.len_chars() > 0)
+    pool = pool.filter(~tie_mask(pool)).filter(usable)
+    idx = sorted(random.Random(seed).sample(range(pool.height), min(n, pool.height)))
+    return pool[idx]
+
+
+def _config(recipe: Recipe) -> dict[str, Any]:
+    cfg = recipe.train.model_dump(mode="json")
+    cfg["model"] = policy_base(recipe)
+    return cfg
+
+
+def _control(recipe: Recipe) -> bool:
+    return bool(getattr(recipe.evaluate, "control", False))
+
+
+class Train(Stage):
+    name = "train"
+    inputs = ("publish",)
+    outputs = {"train": ("train", None)}
+
+    def applies(self, recipe: Recipe) -> bool:
+        return recipe.train is not None
+
+    def fingerprint(self, recipe: Recipe, tables: Tables, ctx: RunContext) -> str:
+        if recipe.train is None:
+            raise StageError("stage train: the recipe has no `train` section")
+        return fingerprint("train", _config(recipe), read_record(tables["publish"])["fingerprint"], _control(recipe))
+
+    def context(self, recipe: Recipe) -> str:
+        return f" (method {recipe.train.method})"
+
+    def rows_in(self, recipe: Recipe, tables: Tables) -> int:
+        return int(read_record(tables["publish"])["rows"])
+
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+                run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
+        from curation.train import train
+
+        version = read_record(tables["publish"])
+        cfg, fp = _config(recipe), report.fingerprint
+        models_dir = Path(ctx.catalog_root) / "models"
+        record: dict[str, Any] = {"version": version["ref"], "base_model": cfg["model"]}
+        result = train(version["ref"], {**cfg, "out": cfg.get("out") or str(models_dir / f"{recipe.name}-{fp}")},
+                       ctx.catalog())
+        record.update(model=str(result.path), model_id=result.model_id, metrics=result.metrics)
+        if _control(recipe):
+            rows = random_control(ctx.store, tables, n=int(version["rows"]), seed=recipe.publish.seed)
+            ctl = train(rows, {**cfg, "out": str(models_dir / f"{recipe.name}-{fp}-control"), "record": False})
+            record.update(control_model=str(ctl.path), control_rows=rows.height, control_metrics=ctl.metrics)
+        return {"train": record_frame(record)}
+
+    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+        record = read_record(tables["train"])
+        report.rows_out = 1 + ("control_model" in record)
+        report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows")}
+
+
+STAGE = Train()
