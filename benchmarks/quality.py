@@ -283,6 +283,7 @@ def selection_benchmark(rows: pl.DataFrame, embed: CachedEmbedder, args: argpars
         "runs": runs,
         "skipped": {},
     }
+    on_run(out)
     total = args.seeds * len(args.budgets) * len(args.selectors)
     done = 0
     for seed in range(args.seeds):
@@ -323,10 +324,10 @@ def selection_benchmark(rows: pl.DataFrame, embed: CachedEmbedder, args: argpars
                        "accuracy": float(np.mean(correct)), "correct": correct, "select_s": select_s,
                        "train_s": trained.metrics.get("train_runtime"), "wall_s": time.perf_counter() - t0}
                 runs.append(run)
+                out["summary"] = selection_summary(runs)
                 log.info("[%d/%d] seed %d budget %.0f%% %s: %d pairs, held-out accuracy %.3f (%.0f s)",
                          done, total, seed, 100 * fraction, kind, final.height, run["accuracy"], run["wall_s"])
                 on_run(out)
-    out["summary"] = selection_summary(runs)
     return out
 
 
@@ -414,6 +415,9 @@ def table(result: dict) -> str:
             for kind, e in kinds.items():
                 diff = fmt(e["minus_random"]) if "minus_random" in e else "-"
                 lines.append(f"| {n} | {float(f):.0%} | {kind} | {e['pairs']:.0f} | {fmt(e['accuracy'])} | {diff} |")
+    for n, d in result["datasets"].items():
+        for kind, why in d.get("selection", {}).get("skipped", {}).items():
+            lines.append(f"\n{n}: {kind} skipped ({why})")
     return "\n".join(lines)
 
 
@@ -436,7 +440,11 @@ def main() -> None:
     p.add_argument("--table", type=Path, help="print the markdown tables of a result file and exit")
     args = p.parse_args()
     if args.table:
-        print(table(json.loads(args.table.read_text())))
+        result = json.loads(args.table.read_text())
+        for d in result["datasets"].values():  # a run stopped early has runs but maybe no summary yet
+            if d.get("selection", {}).get("runs"):
+                d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
+        print(table(result))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.tag = args.tag or f"{'_'.join(args.data)}_{args.pairs}_s{args.seeds}"
@@ -445,7 +453,7 @@ def main() -> None:
               "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
               "datasets": {}}
 
-    def save(_: object = None) -> None:
+    def save() -> None:
         RESULTS.mkdir(parents=True, exist_ok=True)
         tmp = out_json.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=1))
@@ -462,7 +470,12 @@ def main() -> None:
             entry["noise"] = noise_benchmark(rows.head(args.pairs), embed, args.flip_rate, args.seeds)
             save()
         if "selection" in args.parts:
-            entry["selection"] = selection_benchmark(rows, embed, args, save)
+
+            def progress(selection: dict, entry: dict = entry) -> None:  # every finished run is on disk
+                entry["selection"] = selection
+                save()
+
+            selection_benchmark(rows, embed, args, progress)
         result["total_s"] = time.perf_counter() - started
         save()
         plot(result, out_png)

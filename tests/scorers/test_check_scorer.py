@@ -102,6 +102,27 @@ def test_fitness_threshold_refuses_or_admits_the_scorer(shared_data):
     assert scores.height == candidates.height and scores["value"].null_count() == 0
 
 
+@pytest.mark.parametrize("min_agreement, refused", [(0.6, True), (0.5, False)])
+def test_a_run_refuses_an_unfit_scorer_before_scoring(tmp_path, shared_data, min_agreement, refused):
+    import yaml
+
+    from curation.recipe import load_recipe
+    from curation.stages import StageError, run_recipe
+
+    scorer = fitness_scorer(shared_data, min_agreement)  # measured agreement 0.565 on LLMBar/Natural
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"name": "fit", "sources": [{"path": str(shared_data / "pandalm_testset.jsonl.gz"), "limit": 20}],
+                                    "score": [scorer]}))
+    recipe = load_recipe(path)
+    if refused:
+        with pytest.raises(StageError, match=r"stage score .*scorer 'len' \(heuristic\): agreement with human labels 0\.565"):
+            run_recipe(recipe, tmp_path / "catalog", until="score")
+    else:
+        _, reports = run_recipe(recipe, tmp_path / "catalog", until="score")
+        assert [r.stage for r in reports] == ["sources", "score"]
+        assert reports[1].rows_out == reports[0].detail["candidates"] > 0  # every candidate scored
+
+
 def test_fitness_position_consistency_threshold(shared_data):
     from curation.scorers.fitness import require_fitness
 
