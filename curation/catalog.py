@@ -571,13 +571,16 @@ class Catalog:
         seed: int = 0,
         generated_by: str | None = None,
         formats: Sequence[str] = (),
+        key: str | None = None,
     ) -> VersionInfo:
         """Publish a new immutable version of `name`: files first, then one catalog transaction.
 
         `generated_by` names the policy that sampled the version's candidates ("model:<model_id>"
         for a model in this catalog, else its folder), so an on-policy round leads to its checkpoint.
         `formats`: export views checked (curation.export.check_export) before anything is written,
-        so a version the run cannot export is never published.
+        so a version the run cannot export is never published. `key`: what a run calls this publish
+        (its stage fingerprint); `published(name, key)` finds the version again, so a retry after a
+        failed export does not publish a second copy.
         """
         name = validate_name(name)
         started = time.perf_counter()
@@ -624,6 +627,7 @@ class Catalog:
                     "parents": parent_refs,
                     "run_id": run_id,
                     "generated_by": generated_by,
+                    "key": key,
                     "test_fraction": test_fraction,
                     "seed": seed,
                     "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json", "card.md"],
@@ -697,6 +701,8 @@ class Catalog:
                 con.execute("INSERT INTO lineage VALUES (?, ?, 'parent', ?)", [ref, parent, created])
             if manifest.get("generated_by"):
                 con.execute("INSERT INTO lineage VALUES (?, ?, 'generated_by', ?)", [ref, manifest["generated_by"], created])
+            if manifest.get("key"):
+                con.execute("INSERT INTO lineage VALUES (?, ?, 'publish_key', ?)", [ref, f"key:{manifest['key']}", created])
             if run:
                 self._upsert_run(con, {**run, "run_id": manifest["run_id"]}, default_name=name)
                 con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [ref, f"run:{manifest['run_id']}", created])
@@ -811,6 +817,19 @@ class Catalog:
         info = self.resolve(ref)
         found = self._query("SELECT parent FROM lineage WHERE child = ? AND relation = 'generated_by'", [info.ref])
         return found["parent"][0] if found.height else None
+
+    def published(self, name: str, key: str) -> VersionInfo | None:
+        """The version of `name` an earlier publish with this `key` made (None: there is none)."""
+        name = validate_name(name)
+        found = self._query(
+            "SELECT child FROM lineage WHERE relation = 'publish_key' AND parent = ? ORDER BY created_at", [f"key:{key}"]
+        )
+        for child in reversed([c for c in found["child"].to_list() if c.rpartition("@v")[0] == name]):
+            try:
+                return self.resolve(child)
+            except CatalogError:
+                continue
+        return None
 
     def children(self, ref: str) -> pl.DataFrame:
         """What was derived from a version: newer versions and models trained on it."""

@@ -328,6 +328,17 @@ def _write_report(out: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, out / REPORT_FILE)
 
 
+def check_out_folder(out: str | os.PathLike[str]) -> None:
+    """Raise ExportError when export_rows would refuse `out`, or could not create it (nothing is written)."""
+    out = Path(out)
+    _owned_files(out)
+    above = out
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir() or not os.access(above, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot create {out}: {above} is not a folder you can write to; choose another --out")
+
+
 def check_export(rows: pl.DataFrame, format: str, out: str | os.PathLike[str] | None = None) -> None:
     """Everything export_rows would refuse, checked without writing: the view's semantics and,
     when given, the output folder. A run calls it for every format before it publishes."""

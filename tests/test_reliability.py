@@ -195,3 +195,45 @@ def test_a_view_that_cannot_be_exported_stops_the_publish(tmp_path: Path) -> Non
         cat.publish("t", tables, formats=["jsonl", "trl_dpo_text"])
     assert cat.versions().height == 0 and not any((tmp_path / "cat" / "datasets" / "t").glob("v*"))
     assert cat.publish("t", tables, formats=["jsonl", "trl_dpo"]).version == 1
+
+
+def _publish_recipe(tmp_path: Path, shared_data: Path, out: Path) -> Path:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: small\nsources:\n  - path: {shared_data / 'pandalm_testset.jsonl.gz'}\n    limit: 40\n"
+                      f"publish:\n  formats: [jsonl, trl_dpo]\n  out: {out}\n")
+    return recipe
+
+
+def test_a_run_checks_its_export_folders_before_it_publishes(tmp_path: Path, shared_data: Path) -> None:
+    from curation.recipe import load_recipe
+    from curation.stages import StageError, run_recipe
+
+    (tmp_path / "out" / "jsonl").mkdir(parents=True)
+    (tmp_path / "out" / "jsonl" / "notes.txt").write_text("the user's")
+    recipe = load_recipe(_publish_recipe(tmp_path, shared_data, tmp_path / "out"))
+    for _ in range(2):  # each retry fails the same way, and publishes nothing
+        with pytest.raises(StageError, match=r"stage publish.*not an earlier export"):
+            run_recipe(recipe, tmp_path / "cat")
+    assert open_catalog(tmp_path / "cat").versions().height == 0
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StageError, match=r"cannot create .*file/jsonl"):
+        run_recipe(load_recipe(_publish_recipe(tmp_path, shared_data, tmp_path / "file")), tmp_path / "cat")
+    assert open_catalog(tmp_path / "cat").versions().height == 0
+
+
+def test_a_retry_after_a_failed_export_does_not_publish_again(tmp_path: Path, shared_data: Path) -> None:
+    from curation.recipe import load_recipe
+    from curation.stages import RunContext, run_recipe
+    from curation.stages.publish import STAGE
+    from curation.stages.stage import read_table
+
+    recipe = load_recipe(_publish_recipe(tmp_path, shared_data, tmp_path / "out"))
+    tables, _ = run_recipe(recipe, tmp_path / "cat", until="select")
+    ctx = RunContext(str(tmp_path / "cat"))
+    key = STAGE.fingerprint(recipe, tables, ctx)
+    frames = {n: read_table(ctx.store, tables, n) for n in STAGE.inputs}
+    earlier = ctx.catalog().publish("small", frames, key=key)  # a try that died in its exports (disk full)
+    _, reports = run_recipe(recipe, tmp_path / "cat")
+    assert {r.stage: r for r in reports}["publish"].detail["version"] == earlier.ref == "small@v1"
+    assert open_catalog(tmp_path / "cat").versions()["ref"].to_list() == ["small@v1"]
+    assert (tmp_path / "out" / "jsonl" / "train.jsonl").is_file() and (tmp_path / "out" / "trl_dpo" / "export.json").is_file()

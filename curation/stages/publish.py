@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from curation.export import check_out_folder
 from curation.recipe import Recipe
 from curation.stages.stage import (
     RunContext,
@@ -48,11 +49,17 @@ class Publish(Stage):
     def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         catalog = ctx.catalog()
-        frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
-        info = catalog.publish(
-            recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
-            test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
-        )
+        if recipe.publish.out:  # every check before the version is written: it is published once
+            for fmt in recipe.publish.formats:
+                check_out_folder(Path(recipe.publish.out) / fmt)
+        info = catalog.published(recipe.dataset_name, report.fingerprint)  # an earlier try whose export failed
+        if info is None:
+            frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
+            info = catalog.publish(
+                recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
+                test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
+                formats=recipe.publish.formats, key=report.fingerprint,
+            )
         exports = {}
         for fmt in recipe.publish.formats:
             target = Path(recipe.publish.out or Path(ctx.catalog_root) / "exports" / info.ref.replace("@", "-")) / fmt
