@@ -237,3 +237,17 @@ def test_a_retry_after_a_failed_export_does_not_publish_again(tmp_path: Path, sh
     assert {r.stage: r for r in reports}["publish"].detail["version"] == earlier.ref == "small@v1"
     assert open_catalog(tmp_path / "cat").versions()["ref"].to_list() == ["small@v1"]
     assert (tmp_path / "out" / "jsonl" / "train.jsonl").is_file() and (tmp_path / "out" / "trl_dpo" / "export.json").is_file()
+
+
+def test_a_truncated_stage_artifact_is_recomputed_on_resume(tmp_path: Path, shared_data: Path) -> None:
+    from curation.recipe import load_recipe
+    from curation.stages import run_recipe
+
+    recipe = load_recipe(_publish_recipe(tmp_path, shared_data, tmp_path / "out"))
+    tables, _ = run_recipe(recipe, tmp_path / "cat", until="pairs")
+    damaged = Path(tables["pairs"].path)
+    damaged.write_bytes(damaged.read_bytes()[:100])  # the run was killed while a copy was written
+    again, reports = run_recipe(recipe, tmp_path / "cat", until="pairs")
+    by_stage = {r.stage: r for r in reports}
+    assert by_stage["sources"].cached and not by_stage["pairs"].cached  # only the damaged one recomputed
+    assert again["pairs"].rows == tables["pairs"].rows and damaged.with_name(damaged.name + DAMAGED_SUFFIX).is_file()

@@ -294,3 +294,11 @@ def test_budget_beyond_the_pool_is_a_warning_in_the_run_summary(tmp_path: Path, 
                    "stages": [r.to_dict() for r in reports]})
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: select.0:length: budget 5000 exceeds the 50 items this step saw; it kept at most 50" in err
+
+
+def test_budget_one_point_zero_is_refused_as_ambiguous(tmp_path: Path) -> None:
+    pairs_file(tmp_path / "p.jsonl", 3)
+    (tmp_path / "r.yaml").write_text("name: b\nsources:\n  - path: p.jsonl\nselect:\n  - kind: length\n    budget: 1.0\n")
+    r = curate("validate", str(tmp_path / "r.yaml"), "--json")
+    (p,) = json.loads(r.stdout)["problems"]
+    assert r.exit_code == 1 and p["path"] == "select[0].budget" and "ambiguous" in p["message"]
