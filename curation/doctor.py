@@ -96,7 +96,8 @@ def _open_database(cat: Catalog, report: DoctorReport, fix: bool) -> Any:
     for path in (cat.db_path, cat.db_path.with_name(cat.db_path.name + ".wal")):
         if path.exists():
             path.rename(path.with_name(f"{path.name}.damaged-{stamp}"))
-    finding.action = f"moved aside as {cat.db_path.name}.damaged-{stamp}; rebuilt from the manifests"
+    finding.action = (f"moved aside as {cat.db_path.name}.damaged-{stamp}; versions rebuilt from their manifests "
+                      "(runs, models and evaluations were recorded only in it)")
     con = cat._connect(read_only=False)
     from curation.catalog import _DDL
 
