@@ -649,7 +649,11 @@ class Catalog:
                 if pause:
                     time.sleep(pause)
                 self._commit_version(con, manifest, final, run, recipe, created)
-                mark_committed(final)
+                try:
+                    mark_committed(final)
+                except OSError as exc:  # the version is committed: the database is the record
+                    log.warning("%s: committed, but its manifest could not say so (%s); `curate doctor --fix` "
+                                "marks it", ref, exc)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
