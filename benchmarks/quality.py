@@ -44,7 +44,7 @@ from curation.select import apply_selectors
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, minilm_embed
 from curation.selectors.bt_head import fold_assignment
-from curation.selectors.noise import apply_flips
+from curation.rows import apply_flips
 from curation.train.data import drop_ties, load_pairs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,6 +40,9 @@ import polars as pl
 import pyarrow as pa
 
 from curation import schema
+from curation.export import check_export, export_version
+from curation.report import version_card
+from curation.rows import RowsError, table_or_empty, version_rows
 from curation.store import ArtifactStore, fsync_dir
 
 # Crash-testing hook: seconds to sleep after the version folder is in place and before the
@@ -127,154 +130,6 @@ def _timestamp(value: Any) -> datetime | None:
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, timezone.utc).replace(tzinfo=None)
     return _timestamp(datetime.fromisoformat(str(value)))
-
-
-def _split_of(prompt_ids: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Deterministic prompt-level split: a prompt and all its pairs land on one side."""
-    cut = int(test_fraction * 2**32)
-    out = {}
-    for pid in prompt_ids:
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:4], "big")
-        out[pid] = "test" if h < cut else "train"
-    return out
-
-
-# ---------------------------------------------------------------- denormalisation
-
-
-def _table(tables: Mapping[str, pl.DataFrame], name: str) -> pl.DataFrame:
-    df = tables.get(name)
-    return schema.empty(name) if df is None else schema.conform(df, name)
-
-
-def _scores_json(rows: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
-    """Per pair: {scorer: {"chosen": v, "rejected": v, "pair": v}} from pointwise and pairwise scores."""
-    sc = scores.select("target_id", "scorer", "value")
-    parts = []
-    for side, key in (("chosen", "chosen_id"), ("rejected", "rejected_id"), ("pair", "pair_id")):
-        parts.append(
-            rows.select("pair_id", pl.col(key).alias("target_id"))
-            .join(sc, on="target_id", how="inner")
-            .select("pair_id", "scorer", pl.col("value").alias(side))
-        )
-    long = parts[0].join(parts[1], on=["pair_id", "scorer"], how="full", coalesce=True)
-    long = long.join(parts[2], on=["pair_id", "scorer"], how="full", coalesce=True)
-    if long.height == 0:
-        return pl.DataFrame({"pair_id": [], "scores": []}, schema={"pair_id": pl.String, "scores": pl.String})
-    key = pl.col("scorer").str.replace_all("\\", "\\\\", literal=True).str.replace_all('"', '\\"', literal=True)
-    entry = pl.concat_str([pl.lit('"'), key, pl.lit('":'), pl.struct("chosen", "rejected", "pair").struct.json_encode()])
-    return (
-        long.sort("pair_id", "scorer")
-        .group_by("pair_id")
-        .agg(entry.alias("e"))
-        .select("pair_id", pl.concat_str([pl.lit("{"), pl.col("e").list.join(","), pl.lit("}")]).alias("scores"))
-    )
-
-
-def build_version_rows(
-    tables: Mapping[str, pl.DataFrame], *, test_fraction: float = 0.0, seed: int = 0
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Denormalise pairs + prompts + candidates + scores + decisions into VERSION_ROWS.
-
-    An item is kept iff all its decisions keep it; flips are applied (xor); weight is the
-    product of the decisions' weights; epsilon is the last non-null one.
-    """
-    if not 0.0 <= test_fraction < 1.0:
-        raise CatalogError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    pairs = _table(tables, "pairs")
-    prompts = _table(tables, "prompts")
-    candidates = _table(tables, "candidates")
-    scores = _table(tables, "scores")
-    decisions = _table(tables, "decisions")
-    dup = pairs.filter(pl.col("pair_id").is_duplicated())
-    if dup.height:
-        raise CatalogError(f"pairs: {dup.height} rows repeat a pair_id (e.g. {dup['pair_id'][0]}); deduplicate first")
-
-    dec = (
-        decisions.filter(pl.col("target_id").is_in(pairs["pair_id"].implode()))
-        .group_by("target_id", maintain_order=True)
-        .agg(
-            pl.col("kept").fill_null(True).all().alias("_kept"),
-            (pl.col("flip").fill_null(False).cast(pl.Int64).sum() % 2 == 1).alias("_flip"),
-            pl.col("weight").fill_null(1.0).product().alias("_weight"),
-            pl.col("epsilon").drop_nulls().last().alias("_epsilon"),
-        )
-        .rename({"target_id": "pair_id"})
-    )
-    rows = pairs.join(dec, on="pair_id", how="left", maintain_order="left").with_columns(
-        pl.col("_kept").fill_null(True), pl.col("_flip").fill_null(False), pl.col("_weight").fill_null(1.0)
-    )
-    counts = {"pairs_in": pairs.height, "dropped": int((~rows["_kept"]).sum())}
-    rows = rows.filter(pl.col("_kept"))
-    counts["flipped"] = int(rows["_flip"].sum())
-    flip = pl.col("_flip")
-    meta = pl.col("meta")
-    rows = rows.with_columns(
-        pl.when(flip).then(pl.col("rejected_id")).otherwise(pl.col("chosen_id")).alias("chosen_id"),
-        pl.when(flip).then(pl.col("chosen_id")).otherwise(pl.col("rejected_id")).alias("rejected_id"),
-        pl.when(flip).then(-pl.col("margin")).otherwise(pl.col("margin")).alias("margin"),
-        pl.when(flip).then(1.0 - pl.col("confidence")).otherwise(pl.col("confidence")).alias("confidence"),
-        pl.when(~flip)
-        .then(meta)
-        .when(meta.is_null() | (meta.str.strip_chars() == "{}"))
-        .then(pl.lit('{"flipped": true}'))
-        .otherwise(pl.concat_str([pl.lit('{"flipped": true, '), meta.str.strip_chars().str.slice(1)]))
-        .alias("meta"),
-    )
-
-    prompt_cols = prompts.unique("prompt_id", keep="first").select(
-        "prompt_id", pl.col("messages").alias("prompt"), "source"
-    )
-    texts = candidates.unique("candidate_id", keep="first").select("candidate_id", "text")
-    rows = (
-        rows.join(prompt_cols, on="prompt_id", how="left", maintain_order="left")
-        .join(texts.rename({"candidate_id": "chosen_id", "text": "chosen"}), on="chosen_id", how="left", maintain_order="left")
-        .join(texts.rename({"candidate_id": "rejected_id", "text": "rejected"}), on="rejected_id", how="left", maintain_order="left")
-    )
-    for col, what in (("prompt", "prompt_id"), ("chosen", "chosen_id"), ("rejected", "rejected_id")):
-        missing = rows.filter(pl.col(col).is_null())
-        if missing.height:
-            table = "prompts" if col == "prompt" else "candidates"
-            raise CatalogError(
-                f"{missing.height} kept pairs have a {what} with no row (or no text) in `{table}` "
-                f"(e.g. pair {missing['pair_id'][0]}, {what} {missing[what][0]}); pass the {table} table"
-            )
-
-    point = scores.filter(pl.col("value").is_not_null()).unique(["target_id", "scorer"], keep="last")
-    for side in ("chosen", "rejected"):
-        rows = rows.join(
-            point.select(
-                pl.col("target_id").alias(f"{side}_id"), pl.col("scorer").alias("score"), pl.col("value").alias(f"{side}_score")
-            ),
-            on=[f"{side}_id", "score"],
-            how="left",
-            maintain_order="left",
-        )
-    rows = rows.with_columns(
-        pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
-    )
-    rows = rows.join(_scores_json(rows, point), on="pair_id", how="left", maintain_order="left")
-
-    if test_fraction > 0:
-        uniq = rows["prompt_id"].unique().to_list()
-        split_map = _split_of(uniq, test_fraction, seed)
-        rows = rows.with_columns(pl.col("prompt_id").replace_strict(split_map, return_dtype=pl.String).alias("split"))
-    else:
-        rows = rows.with_columns(pl.lit("train").alias("split"))
-    rows = rows.with_columns(pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
-    out = schema.conform(rows.select(schema.VERSION_ROWS.names), "version_rows")
-    counts["rows"] = out.height
-    counts["train"] = int((out["split"] == "train").sum())
-    counts["test"] = out.height - counts["train"]
-    counts["ties"] = int(tie_mask(out).sum())
-    return out, counts
-
-
-def tie_mask(rows: pl.DataFrame) -> pl.Series:
-    """Pairs with no preference direction: meta tie=true, or confidence exactly 0.5."""
-    tie = rows["meta"].str.json_path_match("$.tie").fill_null("false") == "true"
-    conf = rows["confidence"].fill_null(-1.0) == 0.5
-    return (tie | conf).alias("tie")
 
 
 def _write_file(df: pl.DataFrame, path: Path, table: str) -> None:
@@ -590,13 +445,14 @@ class Catalog:
         if "pairs" not in tables:
             raise CatalogError("publish: a `pairs` table is required")
         parent_refs = [self.resolve(p).ref for p in parents]
-        rows, counts = build_version_rows(tables, test_fraction=test_fraction, seed=seed)
+        try:
+            rows, counts = version_rows(tables, test_fraction=test_fraction, seed=seed)
+        except RowsError as exc:
+            raise CatalogError(str(exc)) from exc
         if formats:
-            from curation.export import check_export
-
             for fmt in formats:
                 check_export(rows, fmt)
-        lineage_frames = {t: _table(tables, t) for t in LINEAGE_TABLES}
+        lineage_frames = {t: table_or_empty(tables, t) for t in LINEAGE_TABLES}
         counts["quarantined"] = lineage_frames["quarantine"].height
         run = dict(run or {})
         run_id = str(run.get("run_id") or uuid.uuid4().hex[:16])
@@ -607,7 +463,7 @@ class Catalog:
         tmp.mkdir()
         try:
             _write_file(rows, tmp / "pairs.parquet", "version_rows")
-            _write_file(_table(tables, "pairs"), tmp / "pool.parquet", "pairs")
+            _write_file(table_or_empty(tables, "pairs"), tmp / "pool.parquet", "pairs")
             for t, df in lineage_frames.items():
                 _write_file(df, tmp / f"{t}.parquet", t)
             digests = {p.name: file_digest(p) for p in sorted(tmp.glob("*.parquet"))}
@@ -637,8 +493,6 @@ class Catalog:
                 }
                 _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
                 if card is None:
-                    from curation.report import version_card
-
                     card = version_card(rows, lineage_frames, manifest)
                 _write_text(tmp / "card.md", card)
                 fsync_dir(tmp)
@@ -947,8 +801,6 @@ class Catalog:
 
     def export(self, ref: str, format: str, out: str | os.PathLike[str]) -> Path:
         """Write a version in a consumer format (trl_dpo, trl_reward, trl_kto, openrlhf, jsonl, parquet, hf)."""
-        from curation.export import export_version
-
         return export_version(self, ref, format, out).path
 
 

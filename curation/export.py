@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 
 from curation import schema
+from curation.rows import tie_mask
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,6 @@ def to_view(rows: pl.DataFrame, format: str) -> tuple[pl.DataFrame, dict[str, in
         raise ExportError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if format in CANONICAL_FORMATS:
         return schema.conform(rows, "version_rows"), {}
-    from curation.catalog import tie_mask
-
     ties = tie_mask(rows)
     skipped = {"tie": int(ties.sum())} if ties.any() else {}
     rows = rows.filter(~ties)

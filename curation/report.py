@@ -6,6 +6,8 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from curation.rows import tie_mask
+
 
 def _describe(s: pl.Series) -> dict[str, float | None]:
     s = s.drop_nulls().cast(pl.Float64)
@@ -29,8 +31,6 @@ def _counts(s: pl.Series) -> dict[str, int]:
 
 def version_stats(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame] | None = None) -> dict[str, Any]:
     """Numbers of a version's rows (VERSION_ROWS) and, when given, its decisions and quarantine."""
-    from curation.catalog import tie_mask
-
     tables = tables or {}
     stats: dict[str, Any] = {
         "rows": rows.height,

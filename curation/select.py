@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from curation import schema
+from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, default_embedder
 
@@ -110,8 +111,6 @@ def apply_selectors(
                                   clusters[idx] if clusters is not None else None, control_draws))
         frames.append(_with_unconsidered(decided, ids, alive, stage))
         if context.pool_kind == "pairs" and decided["flip"].any():
-            from curation.selectors.noise import apply_flips
-
             current = apply_flips(current, decided)
         alive[idx[~kept_here]] = False
 

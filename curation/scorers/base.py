@@ -17,6 +17,7 @@ import polars as pl
 
 from curation import schema
 from curation.registry import Component, ComponentConfig
+from curation.rows import with_texts
 from curation.scorers.fitness import FitnessThreshold, require_fitness
 
 log = logging.getLogger("curation.scorers")
@@ -150,14 +151,8 @@ def pointwise_rows(prompts: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFr
 
 def pairwise_rows(prompts: pl.DataFrame, pairs: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
     """Scorer input for pairs: pair ids plus the prompt and both response texts."""
-    texts = candidates.select("candidate_id", "text")
-    return (
-        pairs.select("pair_id", "prompt_id", "chosen_id", "rejected_id", pl.col("meta").alias("pair_meta"))
-        .join(texts.rename({"candidate_id": "chosen_id", "text": "chosen"}), on="chosen_id", how="left")
-        .join(texts.rename({"candidate_id": "rejected_id", "text": "rejected"}), on="rejected_id", how="left")
-        .join(prompts.select("prompt_id", "messages", "meta"), on="prompt_id", how="left")
-        .drop("pair_meta")
-    )
+    ids = pairs.select("pair_id", "prompt_id", "chosen_id", "rejected_id")
+    return with_texts(ids, candidates).join(prompts.select("prompt_id", "messages", "meta"), on="prompt_id", how="left")
 
 
 def build_scorer(config: ScorerConfig | Mapping[str, Any]) -> Scorer:

@@ -151,21 +151,3 @@ class NoiseFilter(Selector):
         return decisions(
             context, ids, kept, flip=flip, epsilon=epsilon, reason_kept=reason_kept, reason_dropped="noisy_label", detail=details
         )
-
-
-def apply_flips(pool: pl.DataFrame, decided: pl.DataFrame) -> pl.DataFrame:
-    """The pool with chosen and rejected (ids, texts, scores) swapped where a decision says `flip`.
-
-    Margins change sign; pair ids stay (they name the item, and decisions refer to them).
-    """
-    flips = set(decided.filter(pl.col("flip"))["target_id"].to_list())
-    mask = pl.col("pair_id").is_in(pl.Series(list(flips), dtype=pl.String).implode())
-    swaps = [("chosen_id", "rejected_id"), ("chosen", "rejected"), ("chosen_score", "rejected_score")]
-    exprs = []
-    for a, b in swaps:
-        if a in pool.columns and b in pool.columns:
-            exprs += [pl.when(mask).then(pl.col(b)).otherwise(pl.col(a)).alias(a),
-                      pl.when(mask).then(pl.col(a)).otherwise(pl.col(b)).alias(b)]
-    if "margin" in pool.columns:
-        exprs.append(pl.when(mask).then(-pl.col("margin")).otherwise(pl.col("margin")).alias("margin"))
-    return pool.with_columns(exprs)

@@ -9,6 +9,7 @@ import polars as pl
 
 from curation import schema
 from curation.recipe import Recipe
+from curation.rows import version_rows
 from curation.stages.stage import (
     RunContext,
     Stage,
@@ -25,10 +26,8 @@ from curation.store import ArtifactStore
 
 def pair_pool(store: ArtifactStore, tables: Tables) -> pl.DataFrame:
     """The selection pool: every pair denormalised (VERSION_ROWS columns), no decision applied."""
-    from curation.catalog import build_version_rows
-
     frames = {n: read_table(store, tables, n) for n in ("prompts", "candidates", "scores", "pairs")}
-    rows, _ = build_version_rows(frames)
+    rows, _ = version_rows(frames)
     return rows
 
 

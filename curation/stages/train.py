@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import polars as pl
 
 from curation.recipe import Recipe
+from curation.rows import tie_mask
 from curation.stages.select import pair_pool
 from curation.stages.stage import (
     RunContext,
@@ -33,8 +34,6 @@ def policy_base(recipe: Recipe) -> str | None:
 def random_control(store: ArtifactStore, tables: Tables, n: int, seed: int) -> pl.DataFrame:
     """A uniform random set of `n` trainable pool pairs (no ties, both sides non-empty): what the
     selection is measured against."""
-    from curation.catalog import tie_mask
-
     pool = pair_pool(store, tables)
     usable = (pl.col("chosen").str.strip_chars().str.len_chars() > 0) & (pl.col("rejected").str.strip_chars().str.len_chars() > 0)
     pool = pool.filter(~tie_mask(pool)).filter(usable)

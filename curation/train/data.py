@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from curation import schema
+from curation.rows import tie_mask, with_texts
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +89,13 @@ def _pairs_from_file(path: str) -> pl.DataFrame:
     data = read_source(path)
     if data.pairs.height == 0:
         raise TrainDataError(f"{path}: no pairs read (format {data.format}: {data.detection})")
-    texts = data.candidates.select(pl.col("candidate_id"), pl.col("text"))
     prompts = data.prompts.select(pl.col("prompt_id"), pl.col("messages").alias("prompt"))
-    rows = (
-        data.pairs.join(prompts, on="prompt_id", how="left")
-        .join(texts.rename({"candidate_id": "chosen_id", "text": "chosen"}), on="chosen_id", how="left")
-        .join(texts.rename({"candidate_id": "rejected_id", "text": "rejected"}), on="rejected_id", how="left")
-    )
+    rows = with_texts(data.pairs.join(prompts, on="prompt_id", how="left", maintain_order="left"), data.candidates)
     return schema.conform(rows.select([c for c in rows.columns if c in schema.VERSION_ROWS.names]), "version_rows")
 
 
 def drop_ties(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Pairs without a preference direction (the catalog's tie rule) leave; their count is kept."""
-    from curation.catalog import tie_mask
-
+    """Pairs without a preference direction (curation.rows' tie rule) leave; their count is kept."""
     tie = tie_mask(rows)
     return rows.filter(~tie), int(tie.sum())
 

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from curation import schema
+from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError
 from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head
-from curation.selectors.noise import apply_flips
 
 DIM = 8
 

@@ -1,0 +1,101 @@
+"""The row rules: one flip rule for the selection pool and the published rows, ties, the text join."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from curation import schema
+from curation.rows import RowsError, apply_flips, flip, tie_mask, version_rows, with_texts
+
+
+def _tables(n: int = 4) -> dict[str, pl.DataFrame]:
+    """n prompts, one pair each (good over bad) with a confidence, a reward model and a pairwise judge."""
+    prompts, cands, pairs, scores = [], [], [], []
+    for i in range(n):
+        msgs = schema.user_prompt(f"question {i}")
+        pid = schema.prompt_id(msgs)
+        good, bad = f"good answer {i}", f"bad {i}"
+        cg, cb = schema.response_id(pid, good), schema.response_id(pid, bad)
+        pair = schema.pair_id(pid, cg, cb)
+        prompts.append({"prompt_id": pid, "messages": msgs, "source": "synthetic"})
+        cands += [{"candidate_id": cg, "prompt_id": pid, "text": good, "generator": "g"},
+                  {"candidate_id": cb, "prompt_id": pid, "text": bad, "generator": "g"}]
+        pairs.append({"pair_id": pair, "prompt_id": pid, "chosen_id": cg, "rejected_id": cb, "score": "rm",
+                      "builder": "best_worst", "label_source": "rm", "confidence": 0.75,
+                      "meta": schema.dumps({"k": i}) if i % 2 else None})
+        scores += [{"target_id": cg, "scorer": "rm", "value": float(i + 2)},
+                   {"target_id": cb, "scorer": "rm", "value": 0.5},
+                   {"target_id": pair, "scorer": "judge", "value": 0.9}]
+    return {"prompts": schema.frame(prompts, "prompts"), "candidates": schema.frame(cands, "candidates"),
+            "pairs": schema.frame(pairs, "pairs"), "scores": schema.frame(scores, "scores")}
+
+
+def _decisions(pair_ids: list[str], flips: list[bool], stage: str = "select.0:noise") -> pl.DataFrame:
+    return schema.frame([{"target_id": p, "stage": stage, "kept": True, "flip": f, "weight": 1.0}
+                         for p, f in zip(pair_ids, flips)], "decisions")
+
+
+def test_a_published_flip_swaps_every_side_dependent_field():
+    tables = _tables()
+    before, _ = version_rows(tables)
+    flips = [True, True, False, False]
+    after, counts = version_rows({**tables, "decisions": _decisions(before["pair_id"].to_list(), flips)})
+    assert counts["flipped"] == 2
+    for i, flipped in enumerate(flips):
+        b, a = before.row(i, named=True), after.row(i, named=True)
+        if not flipped:
+            assert a == b
+            continue
+        assert (a["chosen_id"], a["rejected_id"]) == (b["rejected_id"], b["chosen_id"])
+        assert (a["chosen"], a["rejected"]) == (b["rejected"], b["chosen"])
+        assert (a["chosen_score"], a["rejected_score"], a["margin"]) == (b["rejected_score"], b["chosen_score"], -b["margin"])
+        assert a["confidence"] == 1.0 - b["confidence"]
+        assert json.loads(a["meta"])["flipped"] is True
+        sa, sb = json.loads(a["scores"]), json.loads(b["scores"])
+        assert sa["rm"] == {"chosen": sb["rm"]["rejected"], "rejected": sb["rm"]["chosen"], "pair": None}
+        assert sa["judge"]["pair"] == pytest.approx(1.0 - sb["judge"]["pair"])  # P(chosen is better) follows the swap
+
+
+def test_the_pool_and_the_published_rows_flip_by_the_same_rule():
+    """What select sees after a noise step's flips is what publish writes for the same decisions."""
+    tables = _tables()
+    pool, _ = version_rows(tables)
+    decided = _decisions(pool["pair_id"].to_list(), [False, True, True, False])
+    published, _ = version_rows({**tables, "decisions": decided})
+    assert apply_flips(pool, decided).equals(published)
+
+
+def test_two_flips_undo_each_other_in_the_pool_and_in_publish():
+    tables = _tables()
+    pool, _ = version_rows(tables)
+    ids = pool["pair_id"].to_list()
+    once = _decisions(ids, [True] * 4)
+    assert apply_flips(apply_flips(pool, once), once).equals(pool)
+    twice = pl.concat([once, _decisions(ids, [True] * 4, stage="select.1:noise")])
+    assert version_rows({**tables, "decisions": twice})[0].equals(pool)
+
+
+def test_flip_leaves_absent_columns_alone():
+    frame = pl.DataFrame({"pair_id": ["a", "b"], "chosen_id": ["c1", "c2"], "rejected_id": ["r1", "r2"]})
+    out = flip(frame, pl.Series([True, False]))
+    assert out.columns == frame.columns
+    assert out["chosen_id"].to_list() == ["r1", "c2"] and out["rejected_id"].to_list() == ["c1", "r2"]
+
+
+def test_ties_and_the_text_join():
+    rows = pl.DataFrame({"meta": ['{"tie": true}', None, '{"tie": false}', None], "confidence": [None, 0.5, 0.5001, None]})
+    assert tie_mask(rows).to_list() == [True, True, False, False]
+    pairs = pl.DataFrame({"pair_id": ["p"], "chosen_id": ["x"], "rejected_id": ["y"]})
+    cands = pl.DataFrame({"candidate_id": ["y", "x", "x"], "text": ["why", "ex", "ex again"]})
+    joined = with_texts(pairs, cands)
+    assert joined.row(0, named=True) == {"pair_id": "p", "chosen_id": "x", "rejected_id": "y", "chosen": "ex", "rejected": "why"}
+
+
+def test_missing_text_names_the_table_and_the_id():
+    tables = _tables(2)
+    tables["candidates"] = tables["candidates"].head(3)
+    with pytest.raises(RowsError, match="rejected_id .* no row .* `candidates`"):
+        version_rows(tables)
