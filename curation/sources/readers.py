@@ -215,9 +215,18 @@ def _lone_surrogate(value: Any, field: str = "(row)") -> tuple[str, str] | None:
 # ---------------------------------------------------------------- Arrow-backed readers
 
 
-def _arrow_rows(batches: Iterator[Any]) -> Iterator[RawRow]:
+def _arrow_rows(batches: Iterator[Any], label: str) -> Iterator[RawRow]:
+    """Rows of Arrow record batches; a batch that cannot be decoded (a damaged page, a query that
+    fails part-way) is a file-level error naming the file and the first row it holds."""
     n = 0
-    for batch in batches:
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # ArrowInvalid, OSError, duckdb.Error
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"{label}: unreadable from row {n + 1} on ({first}); the file is damaged or truncated") from exc
         for value in batch.to_pylist():
             n += 1
             yield RawRow(n, value)
@@ -232,7 +241,7 @@ def _parquet_reader(p: Path) -> Reader:
         raise SourceError(f"{p}: unreadable Parquet: {exc}") from exc
     if pf.metadata.num_rows == 0:
         raise SourceError(f"{p}: empty file (0 rows; columns {pf.schema_arrow.names})")
-    return Reader("parquet", str(p), _arrow_rows(pf.iter_batches(batch_size=BATCH_ROWS)))
+    return Reader("parquet", str(p), _arrow_rows(pf.iter_batches(batch_size=BATCH_ROWS), str(p)))
 
 
 def _csv_reader(p: Path, delimiter: str) -> Reader:
@@ -299,8 +308,8 @@ def _pick_split(label: str, splits: list[str], split: str | None) -> str:
     raise SourceError(f"{label}: several splits {splits}; pass split=")
 
 
-def _dataset_rows(ds: Any) -> Iterator[RawRow]:
-    return _arrow_rows(ds.with_format("arrow").iter(batch_size=BATCH_ROWS))
+def _dataset_rows(ds: Any, label: str) -> Iterator[RawRow]:
+    return _arrow_rows(iter(ds.with_format("arrow").iter(batch_size=BATCH_ROWS)), label)
 
 
 def _hf_disk_reader(p: Path, split: str | None) -> Reader:
@@ -316,7 +325,7 @@ def _hf_disk_reader(p: Path, split: str | None) -> Reader:
         ds, label = ds[chosen], f"{p}[{chosen}]"
     if len(ds) == 0:
         raise SourceError(f"{label}: empty dataset (0 rows; columns {ds.column_names})")
-    return Reader("hf_disk", label, _dataset_rows(ds))
+    return Reader("hf_disk", label, _dataset_rows(ds, label))
 
 
 def _hub_endpoint() -> tuple[str, int]:
@@ -349,7 +358,7 @@ def _hub_reader(name: str, split: str | None, subset: str | None) -> Reader:
     if isinstance(ds, datasets.DatasetDict):
         chosen = _pick_split(label, list(ds), split)
         ds, label = ds[chosen], f"{label}[{chosen}]"
-    return Reader("hf_hub", label, _dataset_rows(ds))
+    return Reader("hf_hub", label, _dataset_rows(ds, label))
 
 
 # ---------------------------------------------------------------- DuckDB
@@ -379,7 +388,7 @@ def _duckdb_reader(path: str | os.PathLike | None, query: str, params: Any) -> R
         raise
     except Exception as exc:  # duckdb.Error subclasses
         raise SourceError(f"{label}: query failed: {exc}") from exc
-    return Reader("duckdb", label, _arrow_rows(iter(reader)))
+    return Reader("duckdb", label, _arrow_rows(iter(reader), label))
 
 
 def _sql_str(text: str) -> str:

@@ -302,3 +302,19 @@ def test_budget_one_point_zero_is_refused_as_ambiguous(tmp_path: Path) -> None:
     r = curate("validate", str(tmp_path / "r.yaml"), "--json")
     (p,) = json.loads(r.stdout)["problems"]
     assert r.exit_code == 1 and p["path"] == "select[0].budget" and "ambiguous" in p["message"]
+
+
+def test_damaged_parquet_source_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "pairs.parquet"
+    rows = [{"prompt": f"question {i}?", "chosen": f"good {i} " + "y" * 200, "rejected": f"bad {i}"} for i in range(4000)]
+    pq.write_table(pa.Table.from_pylist(rows), src, row_group_size=2000, compression="none")
+    data = bytearray(src.read_bytes())
+    start = pq.ParquetFile(src).metadata.row_group(1).column(0).data_page_offset
+    data[start:start + 64] = b"\xff" * 64  # the second row group's first page header
+    src.write_bytes(bytes(data))
+    r = curate_process("import", str(src), "--name", "p", "--catalog", str(tmp_path / "cat"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith(f"error: {src}: unreadable from row ") and "damaged or truncated" in r.stderr
