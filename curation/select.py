@@ -109,6 +109,8 @@ def apply_selectors(
         kept_here = decided["kept"].to_numpy()
         steps.append(_step_report(selector, i, stage, step_pool, decided,
                                   clusters[idx] if clusters is not None else None, control_draws))
+        if hasattr(selector, "naive_baseline"):  # the noise filter beside a length-only model
+            steps[-1]["naive_baseline"] = selector.naive_baseline(step_pool, step_ctx, decided)
         frames.append(_with_unconsidered(decided, ids, alive, stage))
         if context.pool_kind == "pairs" and decided["flip"].any():
             current = apply_flips(current, decided)

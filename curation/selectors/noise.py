@@ -1,6 +1,16 @@
 """Preference-label noise filtering (spec §6): score how much each label is believed, then act.
 
 Methods (how strength μ, spread σ and the flagged set are computed):
+- `stacked` (default): every signal the pool has, combined by a cross-fitted stacked
+  Bradley-Terry learner (`stacked_bt.py`): BT models on cheap response features (length,
+  markdown structure, refusals, prompt overlap: `pair_features.py`), on TF-IDF word n-grams and
+  on MiniLM embeddings of prompt + response, plus the margins of every scorer in the run
+  (`scores`, default: all that scored every pair). μ = the stacked margin, σ = the spread of the
+  standardised member margins, p = σ(μ), a calibrated P(label right) (the stacker is fitted on
+  out-of-fold margins). Flagged: p <= `min_confidence` (default 0.5: the pool's own model prefers
+  the other response). `signals` picks the signals (embeddings cost a MiniLM pass, cached on
+  disk; the others seconds). Each step also reports a naive baseline (`naive_baseline`): the
+  same number of pairs flagged by a length-only cross-fitted BT model, and the agreement.
 - `ensemble`: margins of several named scorers; μ = mean, σ = std (Secrets of RLHF II).
   Flagged: μ < `threshold`.
 - `bt_heads`: the same over `heads` Bradley-Terry heads on MiniLM embeddings of prompt +
@@ -22,7 +32,10 @@ loss). Every row's `detail` carries μ, σ, p and whether it was flagged.
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import logging
+import time
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -30,8 +43,12 @@ from pydantic import Field
 
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+from curation.selectors.bt_head import fold_assignment
 
-Method = Literal["ensemble", "bt_heads", "confidence", "consistency", "confident_learning"]
+log = logging.getLogger(__name__)
+
+Method = Literal["stacked", "ensemble", "bt_heads", "confidence", "consistency", "confident_learning"]
+Signal = Literal["features", "words", "embeddings", "scores"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -43,11 +60,20 @@ class NoiseFilter(Selector):
     pool_kinds = ("pairs",)
 
     class Config(SelectorConfig):
-        method: Method = "bt_heads"
+        method: Method = "stacked"
         action: Literal["drop", "flip", "soft", "margin"] = "drop"
-        scores: list[str] = Field(default_factory=list, description="names of the scorers whose margins are compared")
+        scores: list[str] = Field(
+            default_factory=list,
+            description="names of the scorers whose margins are compared (stacked: default every scorer of every pair)",
+        )
+        signals: list[Signal] = Field(
+            default_factory=lambda: ["features", "words", "scores"],
+            min_length=1,
+            description="stacked: the signals combined",
+        )
         heads: int = Field(5, ge=1)
         folds: int = Field(5, ge=2)
+        inner_folds: int = Field(3, ge=2, description="stacked: folds of the inner cross-fit that trains the stacker")
         l2: float = Field(1.0, gt=0)
         threshold: float = 0.0
         min_confidence: float = Field(0.5, ge=0, le=1)
@@ -64,6 +90,8 @@ class NoiseFilter(Selector):
             raise SelectionError(f"{context.stage}: method {c.method!r} needs at least two `scores`, got {c.scores}")
         if c.method == "confidence" and len(c.scores) > 1:
             raise SelectionError(f"{context.stage}: method 'confidence' takes one scorer, got {c.scores}")
+        if c.method == "stacked" and "scores" not in c.signals and c.scores:
+            raise SelectionError(f"{context.stage}: `scores` {c.scores} given but 'scores' is not among `signals`")
         if c.min_agree is not None and c.min_agree > len(c.scores):
             raise SelectionError(f"{context.stage}: min_agree={c.min_agree} exceeds the {len(c.scores)} scorers")
 
@@ -72,6 +100,8 @@ class NoiseFilter(Selector):
         self._check(pool, context)
         c = self.config
         n = pool.height
+        if c.method == "stacked":
+            return self._stacked(pool, context)
         if c.method in ("ensemble", "consistency") or (c.method == "confident_learning" and c.scores):
             margins = np.column_stack([context.margins(pool, s) for s in c.scores])
         elif c.method == "confidence":
@@ -92,7 +122,7 @@ class NoiseFilter(Selector):
         return {"mu": mu, "sigma": sigma, "p": p, "flagged": flagged}
 
     def _head_margins(self, pool: pl.DataFrame, context: SelectionContext) -> np.ndarray:
-        from curation.selectors.bt_head import cross_fitted_margins, fold_assignment, pair_embeddings
+        from curation.selectors.bt_head import cross_fitted_margins, pair_embeddings
 
         c = self.config
         groups = pool.get_column("prompt_id").to_list()
@@ -102,6 +132,114 @@ class NoiseFilter(Selector):
             raise SelectionError(f"{context.stage}: {exc}") from None
         chosen, rejected = pair_embeddings(pool, context)
         return cross_fitted_margins(chosen - rejected, groups, heads=c.heads, folds=c.folds, l2=c.l2, seed=c.seed)
+
+    def _stacked(self, pool: pl.DataFrame, context: SelectionContext) -> dict[str, np.ndarray]:
+        from curation.selectors.stacked_bt import cross_fit_stacked
+
+        c = self.config
+        started = time.perf_counter()
+        groups = pool.get_column("prompt_id").to_list()
+        try:
+            fold_assignment(groups, c.folds, 0)
+        except SelectionError as exc:
+            raise SelectionError(f"{context.stage}: {exc}") from None
+        direct, skipped = self._scorer_margins(pool, context) if "scores" in c.signals else ({}, {})
+        blocks = self._learned_blocks(pool, context)
+        if not blocks and not direct:
+            raise SelectionError(f"{context.stage}: no signal to learn from: signals {c.signals}, no scorer scored every pair")
+        fit = cross_fit_stacked(
+            blocks, direct, groups, folds=c.folds, inner_folds=c.inner_folds, seed=c.seed,
+            progress=lambda msg: log.info("%s: noise filter %s", context.stage, msg),
+        )  # fmt: skip
+        self.fit = fit  # the last stacked fit (member margins, weights), for reports and benchmarks
+        agree = (fit.members > 0).mean(axis=1)
+        flagged = fit.p_right <= c.min_confidence
+        self.report = {
+            "method": "stacked",
+            "members": fit.member_names,
+            "skipped_scorers": skipped,
+            "stacker_weights": {k: float(np.mean(v)) for k, v in fit.weights.items()},
+            "flagged": int(flagged.sum()),
+            "seconds": time.perf_counter() - started,
+        }
+        return {"mu": fit.margin, "sigma": fit.members.std(axis=1), "p": fit.p_right, "agree": agree, "flagged": flagged}
+
+    def _scorer_margins(self, pool: pl.DataFrame, context: SelectionContext) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Margins of the named scorers, or of every scorer that scored every pair (the others skipped, with why)."""
+        if self.config.scores:
+            return {s: context.margins(pool, s) for s in self.config.scores}, {}
+        out, skipped = {}, {}
+        for name in context.scorer_names():
+            try:
+                out[name] = context.margins(pool, name)
+            except SelectionError as exc:
+                skipped[name] = str(exc)
+        return out, skipped
+
+    def _learned_blocks(self, pool: pl.DataFrame, context: SelectionContext) -> dict[str, tuple]:
+        """Pair differences φ(chosen) − φ(rejected) of each learned signal, with its L2 strength."""
+        from curation.selectors.bt_head import last_user_turns, pair_embeddings
+        from curation.selectors.pair_features import feature_matrix
+
+        signals = self.config.signals
+        blocks: dict[str, tuple] = {}
+        if not any(s in signals for s in ("features", "words", "embeddings")):
+            return blocks
+        for col in ("chosen", "rejected"):
+            if col not in pool.columns:
+                raise SelectionError(f"{context.stage}: the noise learner needs a pairs pool with a {col!r} column")
+        chosen = [t or "" for t in pool["chosen"].to_list()]
+        rejected = [t or "" for t in pool["rejected"].to_list()]
+        if "features" in signals:
+            prompts = last_user_turns(pool)
+            d = feature_matrix(prompts, chosen) - feature_matrix(prompts, rejected)
+            blocks["length"] = (d[:, :1] / _rms_columns(d[:, :1]), 1e-3)  # the naive model, so the stack never needs to lose to it
+            blocks["features"] = (d / _rms_columns(d), self.config.l2 * 10.0)
+        if "words" in signals:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
+            vec.fit(chosen + rejected)
+            blocks["words"] = ((vec.transform(chosen) - vec.transform(rejected)).tocsr(), self.config.l2 * 0.3)
+        if "embeddings" in signals:
+            emb_c, emb_r = pair_embeddings(pool, context)
+            d = (emb_c - emb_r).astype(np.float64)
+            blocks["embeddings"] = (d / _rms_columns(d).mean(), self.config.l2 * 10.0)
+        return blocks
+
+    def naive_baseline(self, pool: pl.DataFrame, context: SelectionContext, decided: pl.DataFrame) -> dict[str, Any]:
+        """The same decision by a length-only cross-fitted BT model, flagging as many pairs, and the agreement.
+
+        A user sees whether the filter is worth its cost: if it agrees with the length model on
+        nearly every pair, a ten-line length rule would have done the same.
+        """
+        from curation.selectors.pair_features import log_length
+        from curation.selectors.stacked_bt import cross_fitted_length_margins
+
+        started = time.perf_counter()
+        ours = np.array([bool(json.loads(d)["flagged"]) if d else False for d in decided["detail"].to_list()])
+        k = int(ours.sum())
+        out: dict[str, Any] = {"method": "length-only cross-fitted BT (log length difference)", "flagged": k}
+        groups = pool.get_column("prompt_id").to_list()
+        try:
+            diff = log_length(pool["chosen"].to_list()) - log_length(pool["rejected"].to_list())
+            margins = cross_fitted_length_margins(diff, groups, folds=self.config.folds, seed=self.config.seed)
+        except (SelectionError, KeyError, pl.exceptions.ColumnNotFoundError) as exc:
+            return {**out, "skipped": str(exc)}
+        theirs = np.zeros(pool.height, dtype=bool)
+        theirs[np.argsort(margins, kind="stable")[:k]] = True
+        both, either = int((ours & theirs).sum()), int((ours | theirs).sum())
+        return {
+            **out,
+            "overlap": both,
+            "jaccard": both / either if either else 1.0,
+            "kappa": cohen_kappa(ours, theirs),
+            "chosen_longer_in_flagged": {
+                "filter": float((diff[ours] > 0).mean()) if k else None,
+                "baseline": float((diff[theirs] > 0).mean()) if k else None,
+            },
+            "seconds": time.perf_counter() - started,
+        }
 
     def _confident_learning(self, p: np.ndarray, n: int) -> np.ndarray:
         from cleanlab.filter import find_label_issues
@@ -144,6 +282,7 @@ class NoiseFilter(Selector):
                 "sigma": float(s["sigma"][i]),
                 "p": float(s["p"][i]),
                 "flagged": bool(flagged[i]),
+                **({"agree": float(s["agree"][i])} if "agree" in s else {}),
                 **({"adaptive_margin": float(mu[i])} if c.action == "margin" else {}),
             }
             for i in range(n)
@@ -151,3 +290,16 @@ class NoiseFilter(Selector):
         return decisions(
             context, ids, kept, flip=flip, epsilon=epsilon, reason_kept=reason_kept, reason_dropped="noisy_label", detail=details
         )
+
+
+def _rms_columns(d: np.ndarray) -> np.ndarray:
+    rms = np.sqrt((d**2).mean(axis=0))
+    return np.where(rms > 0, rms, 1.0)
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's κ of two boolean decisions over the same items (1.0 when both are constant and equal)."""
+    po = float((a == b).mean())
+    pe = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+    return 1.0 if pe == 1.0 else (po - pe) / (1.0 - pe)
+

@@ -202,3 +202,113 @@ def test_deterministic_for_a_seed():
     pool, _, _, embed = synthetic(n_pairs=150, n_prompts=30, seed=2)
     cfg = {"method": "bt_heads", "heads": 2, "folds": 3, "seed": 9}
     assert run(cfg, pool, schema.empty("scores"), embed).equals(run(cfg, pool, schema.empty("scores"), embed))
+
+
+# ---------------------------------------------------------------- the stacked learner on real pairs
+
+
+def real_pairs(path, limit: int, flip_rate: float = 0.2, seed: int = 0, max_length_ratio: float | None = None) -> tuple[pl.DataFrame, np.ndarray]:
+    """The first `limit` non-tie pairs of a shared file (whose lengths differ by at most
+    `max_length_ratio`, if given), with a known share of labels flipped."""
+    import gzip
+    import math
+
+    rows = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            r = json.loads(line)
+            if r.get("tie") or r["chosen"] == r["rejected"]:
+                continue
+            if max_length_ratio and abs(math.log((len(r["chosen"]) + 1) / (len(r["rejected"]) + 1))) > math.log(max_length_ratio):
+                continue
+            pid = schema.prompt_id(r["messages"])
+            rows.append({"pair_id": r["id"], "prompt_id": pid, "chosen_id": schema.response_id(pid, r["chosen"]),
+                         "rejected_id": schema.response_id(pid, r["rejected"]), "prompt": r["messages"],
+                         "chosen": r["chosen"], "rejected": r["rejected"]})
+            if len(rows) == limit:
+                break
+    pool = pl.DataFrame(rows)
+    truth = np.random.default_rng(seed).random(pool.height) < flip_rate
+    flips = pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(truth)), "flip": True})
+    return apply_flips(pool, flips), truth
+
+
+CHEAP = {"method": "stacked", "signals": ["features", "words"], "folds": 4, "inner_folds": 2}
+
+
+def strength(config: dict, pool: pl.DataFrame, scores=None, embed=None) -> tuple[dict, object]:
+    sel = SELECTORS.build("noise", {"kind": "noise", **config})
+    ctx = SelectionContext("pair_id", scores if scores is not None else schema.empty("scores"), embed=embed, stage="select.0:noise")
+    return sel.strength(pool, ctx), sel
+
+
+def auroc(score: np.ndarray, truth: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(truth, score))
+
+
+def length_only_auroc(pool: pl.DataFrame, truth: np.ndarray, folds: int) -> float:
+    from curation.selectors.pair_features import log_length
+    from curation.selectors.stacked_bt import cross_fitted_length_margins
+
+    diff = log_length(pool["chosen"].to_list()) - log_length(pool["rejected"].to_list())
+    return auroc(-cross_fitted_length_margins(diff, pool["prompt_id"].to_list(), folds=folds), truth)
+
+
+def test_stacked_ranks_injected_flips_on_real_pairs(shared_data):
+    pool, truth = real_pairs(shared_data / "alpaca_eval2_gpt4turbo_pairs.jsonl.gz", 400)
+    s, sel = strength(CHEAP, pool)
+    assert auroc(-s["mu"], truth) > 0.8  # chance is 0.5
+    assert sel.report["members"] == ["length", "features", "words"]
+    p = s["p"]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert np.array_equal(s["flagged"], p <= 0.5)
+    # calibrated-ish: labels the filter believes are right more often than those it doubts, per band
+    assert (~truth[p > 0.7]).mean() > 0.9 and (~truth[p < 0.3]).mean() < 0.35
+
+
+def test_stacked_beats_length_only_where_length_is_not_the_signal(shared_data):
+    # AlpacaEval pairs of near-equal length: the judge's taste shows in structure and wording
+    pool, truth = real_pairs(shared_data / "alpaca_eval2_gpt4turbo_pairs.jsonl.gz", 400, max_length_ratio=1.3)
+    s, _ = strength(CHEAP, pool)
+    ours, length = auroc(-s["mu"], truth), length_only_auroc(pool, truth, folds=4)
+    assert ours > length + 0.04, (ours, length)
+
+
+def test_a_pairs_own_label_never_reaches_the_model_that_judges_it(shared_data):
+    pool, _ = real_pairs(shared_data / "hh_rlhf_test.jsonl.gz", 160, flip_rate=0.0)
+    before, _ = strength(CHEAP, pool)
+    moved = np.zeros(pool.height, dtype=bool)
+    moved[50] = True  # one pair: flipping several would change each other's training data
+    flipped = apply_flips(pool, pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(moved)), "flip": True}))
+    after, _ = strength(CHEAP, flipped)
+    # the pair's margin only changes sign: no model that scored it saw its label
+    assert np.allclose(after["mu"][moved], -before["mu"][moved], atol=1e-9)
+    assert not np.allclose(after["mu"][~moved], before["mu"][~moved], atol=1e-6)  # the others' models did see it
+
+
+@pytest.mark.parametrize("signals", [["scores"], ["embeddings"]])
+def test_stacked_finds_known_flips_from_scorers_or_embeddings(signals):
+    pool, scores, truth, embed = synthetic(seed=4)
+    sel = SELECTORS.build("noise", {"kind": "noise", "signals": signals})
+    d = sel.select(pool, SelectionContext("pair_id", scores, embed=embed, stage="select.0:noise"))
+    precision, recall = precision_recall(flagged(d), truth)
+    assert precision > 0.9 and recall > 0.9
+    assert sel.report["members"] == (["noisy", "true"] if signals == ["scores"] else ["embeddings"])
+
+
+def test_every_noise_step_reports_its_length_only_baseline(shared_data):
+    from curation.select import apply_selectors
+
+    pool, _ = real_pairs(shared_data / "alpaca_eval2_gpt4turbo_pairs.jsonl.gz", 300)
+    res = apply_selectors(pool, [{"kind": "noise", **CHEAP}], embed=None, coverage="prompts")
+    step = res.report["steps"][0]
+    base = step["naive_baseline"]
+    decided = res.decisions
+    assert base["flagged"] == int((~decided["kept"]).sum()) > 0
+    assert 0 <= base["overlap"] <= base["flagged"]
+    assert 0.0 <= base["jaccard"] <= 1.0 and -1.0 <= base["kappa"] <= 1.0
+    # AlpacaEval's judge prefers the longer answer, so the length model doubts pairs whose chosen is shorter
+    assert base["chosen_longer_in_flagged"]["baseline"] < 0.3
+    assert base["chosen_longer_in_flagged"]["filter"] > base["chosen_longer_in_flagged"]["baseline"]
