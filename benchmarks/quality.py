@@ -22,7 +22,7 @@ training noise and the sampling of the evaluation pairs. Selection differences t
 paired (same seed, same held-out pairs).
 
     python -m benchmarks.quality --data alpaca_eval2 --pairs 1000 --seeds 2 --budgets 0.2
-    python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json   # markdown for the README
+    python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json   # README tables, figure redrawn
 """
 
 from __future__ import annotations
@@ -353,44 +353,50 @@ def selection_summary(runs: list[dict]) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
+    """Noise AUROC per set (filter beside the length-only baseline) and accuracy per budget and selector."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sets = result["datasets"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    ax = axes[0]
-    names = [n for n in sets if "noise" in sets[n]]
-    for j, (key, label) in enumerate([("filter_auroc", "noise filter (default)"), ("length_auroc", "length-only BT")]):
-        vals = [sets[n]["noise"][key] for n in names]
-        x = np.arange(len(names)) + (j - 0.5) * 0.35
-        ax.bar(x, [v["mean"] for v in vals], 0.35, label=label,
-               yerr=[[v["mean"] - v["low"] for v in vals], [v["high"] - v["mean"] for v in vals]], capsize=3)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylabel("AUROC for injected flips (95% CI)")
-    ax.set_ylim(0.4, 1.0)
-    ax.legend()
-    ax.set_title(f"noise: {result['args']['flip_rate']:.0%} flips, {result['args']['seeds']} seeds")
-    ax = axes[1]
-    for n in sets:
-        summary = sets[n].get("selection", {}).get("summary", {})
-        kinds = dict.fromkeys(k for f in summary.values() for k in f)
-        for i, kind in enumerate(kinds):
-            fr = [f for f in summary if kind in summary[f]]
-            acc = [summary[f][kind]["accuracy"] for f in fr]
-            x = np.array([float(f) for f in fr]) * (1 + 0.03 * (i - len(kinds) / 2))
-            ax.errorbar(x, [a["mean"] for a in acc], yerr=[[a["mean"] - a["low"] for a in acc], [a["high"] - a["mean"] for a in acc]],
-                        marker="o", capsize=3, label=f"{n}: {kind}" if len(sets) > 1 else kind)
-    ax.set_xscale("log")
-    budgets = result["args"]["budgets"]
-    ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
-    ax.minorticks_off()
-    ax.set_xlabel("budget (share of the training pool)")
-    ax.set_ylabel("held-out pairwise accuracy of the trained RM (95% CI)")
-    ax.set_title("selection at equal budgets")
-    ax.legend(fontsize=7)
+    noise_sets = [n for n in sets if "noise" in sets[n]]
+    selection_sets = [n for n in sets if sets[n].get("selection", {}).get("summary")]
+    panels = (["noise"] if noise_sets else []) + (["selection"] if selection_sets else [])
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "noise":
+            for j, (key, label) in enumerate([("filter_auroc", "noise filter (default)"), ("length_auroc", "length-only BT")]):
+                vals = [sets[n]["noise"][key] for n in noise_sets]
+                x = np.arange(len(noise_sets)) + (j - 0.5) * 0.35
+                ax.bar(x, [v["mean"] for v in vals], 0.35, label=label,
+                       yerr=[[v["mean"] - v["low"] for v in vals], [v["high"] - v["mean"] for v in vals]], capsize=3)
+            ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+            ax.set_xticks(np.arange(len(noise_sets)), noise_sets)
+            ax.set_ylabel("AUROC for injected flips (95% CI)")
+            ax.set_ylim(0.4, 1.0)
+            ax.legend()
+            ax.set_title(f"noise: {result['args']['flip_rate']:.0%} flips, {sets[noise_sets[0]]['noise']['filter_auroc']['runs']} seeds")
+            continue
+        for n in selection_sets:
+            summary = sets[n]["selection"]["summary"]
+            kinds = list(dict.fromkeys(k for f in summary.values() for k in f))
+            for i, kind in enumerate(kinds):
+                fr = [f for f in summary if kind in summary[f]]
+                acc = [summary[f][kind]["accuracy"] for f in fr]
+                x = np.array([float(f) for f in fr]) * (1 + 0.04 * (i - len(kinds) / 2))
+                ax.errorbar(x, [a["mean"] for a in acc], yerr=[[a["mean"] - a["low"] for a in acc], [a["high"] - a["mean"] for a in acc]],
+                            marker="o", capsize=3, label=f"{n}: {kind}" if len(selection_sets) > 1 else kind)
+        ax.set_xscale("log")
+        budgets = result["args"]["budgets"]
+        ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("budget (share of the training pool)")
+        ax.set_ylabel("held-out pairwise accuracy of the trained RM (95% CI)")
+        ax.set_title("selection at equal budgets")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -402,23 +408,25 @@ def fmt(ci: dict) -> str:
 
 def table(result: dict) -> str:
     """Markdown tables (noise, then selection) of one result file, intervals in brackets."""
-    lines = ["| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | length-only recall (same count) |",
-             "|---|---:|---|---|---|---|---|"]
+    noise, selection, notes = [], [], []
     for n, d in result["datasets"].items():
         if "noise" in d:
             z = d["noise"]
-            lines.append(f"| {n} | {z['pairs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
+            noise.append(f"| {n} | {z['pairs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
                          f"| {fmt(z['length_auroc'])} | {fmt(z['length_recall_same_count'])} |")
-    lines += ["", "| set | budget | selector | pairs | RM held-out accuracy | minus random (paired) |", "|---|---:|---|---:|---|---|"]
-    for n, d in result["datasets"].items():
         for f, kinds in d.get("selection", {}).get("summary", {}).items():
             for kind, e in kinds.items():
                 diff = fmt(e["minus_random"]) if "minus_random" in e else "-"
-                lines.append(f"| {n} | {float(f):.0%} | {kind} | {e['pairs']:.0f} | {fmt(e['accuracy'])} | {diff} |")
-    for n, d in result["datasets"].items():
-        for kind, why in d.get("selection", {}).get("skipped", {}).items():
-            lines.append(f"\n{n}: {kind} skipped ({why})")
-    return "\n".join(lines)
+                selection.append(f"| {n} | {float(f):.0%} | {kind} | {e['pairs']:.0f} | {e['accuracy']['runs']} | {fmt(e['accuracy'])} | {diff} |")
+        notes += [f"{n}: {kind} skipped ({why})" for kind, why in d.get("selection", {}).get("skipped", {}).items()]
+    lines = []
+    if noise:
+        lines += ["| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | length-only recall (same count) |",
+                  "|---|---:|---|---|---|---|---|", *noise, ""]
+    if selection:
+        lines += ["| set | budget | selector | pairs | seeds | RM held-out accuracy | minus random (paired) |",
+                  "|---|---:|---|---:|---:|---|---|", *selection, ""]
+    return "\n".join(lines + notes).strip()
 
 
 def main() -> None:
@@ -437,7 +445,7 @@ def main() -> None:
     p.add_argument("--rm-epochs", type=float, default=2.0)
     p.add_argument("--rm-lr", type=float, default=1e-4)
     p.add_argument("--tag", default=None, help="result name: quality_<tag>.json/.png")
-    p.add_argument("--table", type=Path, help="print the markdown tables of a result file and exit")
+    p.add_argument("--table", type=Path, help="print the markdown tables of a result file, redraw its figure, and exit")
     args = p.parse_args()
     if args.table:
         result = json.loads(args.table.read_text())
@@ -445,6 +453,7 @@ def main() -> None:
             if d.get("selection", {}).get("runs"):
                 d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
         print(table(result))
+        plot(result, args.table.with_suffix(".png"))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.tag = args.tag or f"{'_'.join(args.data)}_{args.pairs}_s{args.seeds}"

@@ -1,4 +1,4 @@
-"""`curate import | ls | show | diff | export`: put data into a catalog and look at what is there."""
+"""`curate import | ls | show | diff | export | doctor`: put data into a catalog, look at what is there, check it."""
 
 from __future__ import annotations
 

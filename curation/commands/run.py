@@ -91,12 +91,13 @@ def print_summary(summary: dict[str, Any]) -> None:
         cache = "yes" if s["cached"] else "-"
         if s["shards"]:
             cache = f"{s['shards_cached']}/{s['shards']} shards"
-        table.add_row(s["stage"], str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
+        name = f"{s['stage']} (round {s['detail']['round']})" if (s.get("detail") or {}).get("round") else s["stage"]
+        table.add_row(name, str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
                       str(s["tokens"]), f"{s['seconds']:.1f}s")
     console.print(table)
     for s in summary["stages"]:
         if s["stage"] == "evaluate":
-            _print_metrics(s["detail"]["metrics"])
+            _print_metrics(s["detail"]["metrics"], s["detail"].get("intervals") or {}, s["detail"].get("round"))
     if summary.get("version"):
         console.print(f"published {summary['version']}", style="bold")
     for s in summary["stages"]:  # e.g. a budget beyond the pool: the run went on, the user should know
@@ -105,11 +106,14 @@ def print_summary(summary: dict[str, Any]) -> None:
                 warn(f"{step.get('stage') or s['stage']}: {w}")
 
 
-def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
-    """Before / after / control side by side, one row per metric."""
+def _print_metrics(metrics: dict[str, dict[str, float]], intervals: dict[str, dict[str, float]],
+                   round_index: int | None) -> None:
+    """Before / after / control side by side, one row per metric; then each paired difference
+    with its 95% bootstrap interval (an interval that holds zero is a gain within noise)."""
     labels = sorted(metrics, key=lambda k: {"before": 0, "after": 1, "control": 2}.get(k, 3))
     names = sorted({k for m in metrics.values() for k in m})
-    table = Table(title="evaluation on held-out data")
+    where = f"round {round_index}: " if round_index else ""
+    table = Table(title=f"{where}evaluation on held-out data")
     table.add_column("metric")
     for label in labels:
         table.add_column({"before": "base policy", "after": "trained on selection",
@@ -117,6 +121,11 @@ def _print_metrics(metrics: dict[str, dict[str, float]]) -> None:
     for name in names:
         table.add_row(name, *[f"{metrics[lab][name]:.3f}" if name in metrics[lab] else "-" for lab in labels])
     console.print(table)
+    for name, iv in intervals.items():
+        a, b = name.split("_vs_")
+        verdict = "within noise" if iv["low"] <= 0 <= iv["high"] else ("gain" if iv["low"] > 0 else "loss")
+        console.print(f"{where}{a} - {b}: {iv['mean']:+.3f} (95% CI {iv['low']:+.3f} to {iv['high']:+.3f}, "
+                      f"{int(iv['prompts'])} prompts): {verdict}")
 
 
 @app.command()

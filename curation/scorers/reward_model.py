@@ -1,14 +1,19 @@
-"""Sequence-classification reward models (transformers), batched by length.
+"""Sequence-classification reward models, run by transformers or by vLLM's pooling runner.
 
-Rows are tokenized once, sorted by token length and cut into batches, each padded only to its
-own longest row (dynamic padding); values are put back in input order. Sorting cuts the padding
-a naive batching wastes on mixed lengths (benchmarks/score.py measures it).
+Rows are tokenized once here (chat template, left truncation) whichever backend runs them, so
+both score the same token ids. transformers: rows sorted by token length and cut into batches,
+each padded only to its own longest row (dynamic padding); values put back in input order.
+Sorting cuts the padding a naive batching wastes on mixed lengths (benchmarks/score.py).
+vllm: the token ids go to `LLM.classify` on an engine started with `runner="pooling"` (the
+process's one vLLM engine, as generation uses), which batches by its own token budget and
+returns the raw logits (no sigmoid), so the values equal the transformers path's.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
@@ -20,6 +25,7 @@ from curation.scorers.base import Scorer, ScorerConfig, check_model_path, conver
 log = logging.getLogger("curation.scorers.reward_model")
 
 _MODELS: dict[tuple[str, str | None, str, str], tuple[Any, Any]] = {}  # loaded once per process
+VLLM_CHUNK = 1024  # rows per LLM.classify call (the engine batches within it)
 
 
 class RewardModelConfig(ScorerConfig):
@@ -32,8 +38,11 @@ class RewardModelConfig(ScorerConfig):
     )
     label_index: int = Field(0, ge=0, description="which logit is the reward")
     chat_template: bool = Field(True, description="format prompt + response with the tokenizer's chat template")
-    device: str = "cpu"
+    device: str = Field("cpu", description="transformers only: vLLM runs where its build runs (CPU here, CUDA on a GPU)")
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    backend: Literal["transformers", "vllm"] = "transformers"
+    enforce_eager: bool = Field(False, description="vllm: skip graph compilation (a faster start, slower rows)")
+    engine_args: dict[str, Any] = Field(default_factory=dict, description="vllm: any other vllm.LLM argument")
 
 
 @SCORERS.register("reward_model")
@@ -51,7 +60,10 @@ class RewardModel(Scorer):
         return (self.config.model,)
 
     def load(self) -> tuple[Any, Any]:
+        """(tokenizer, model): a transformers model, or the vLLM engine for backend vllm."""
         c = self.config
+        if c.backend == "vllm":
+            return self.load_vllm()
         key = (c.model, self.model_identity(), c.device, c.dtype)
         if key not in _MODELS:
             import torch
@@ -66,6 +78,20 @@ class RewardModel(Scorer):
                 model.config.pad_token_id = tok.pad_token_id
             _MODELS[key] = (tok, model)
         return _MODELS[key]
+
+    def load_vllm(self) -> tuple[Any, Any]:
+        from transformers import AutoTokenizer
+
+        from curation.generate.vllm_engine import get_engine
+
+        c = self.config
+        tok = AutoTokenizer.from_pretrained(c.model)
+        args: dict[str, Any] = {"runner": "pooling", "dtype": c.dtype}
+        if c.max_length is not None:
+            args["max_model_len"] = c.max_length
+        if c.enforce_eager:
+            args["enforce_eager"] = True
+        return tok, get_engine(Path(c.model), self.model_identity(), {**args, **c.engine_args})
 
     def encode(self, tok: Any, items: list[tuple[list, str]]) -> list[list[int]]:
         """Token ids of (messages, response) items: templates rendered, then one batched
@@ -91,8 +117,7 @@ class RewardModel(Scorer):
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
         tok, model = self.load()
-        c = self.config
-        limit = c.max_length or getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
+        limit = self.limit(tok, model)
         records = rows.select("candidate_id", "messages", "text").to_dicts()
         errors: dict[int, str] = {}
         for i, r in enumerate(records):
@@ -120,12 +145,40 @@ class RewardModel(Scorer):
                     seq = seq[-limit:]
             ids.append(seq)
             details.append(detail)
-        values = self.forward(tok, model, ids)
+        values = self.classify(model, ids) if self.config.backend == "vllm" else self.forward(tok, model, ids)
         out = [
             self.result(r["candidate_id"], values[i], details[i], errors.get(i))
             for i, r in enumerate(records)
         ]
         return self.frame(out)
+
+    def limit(self, tok: Any, model: Any) -> int:
+        """The longest input in tokens: `max_length`, else the model's context."""
+        if self.config.max_length:
+            return self.config.max_length
+        if self.config.backend == "vllm":
+            return int(model.llm_engine.model_config.max_model_len)
+        return getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
+
+    def classify(self, llm: Any, ids: list[list[int] | None]) -> list[float | None]:
+        """Raw logits from vLLM's pooling runner, in chunks so that long inputs show progress."""
+        from vllm import PoolingParams
+
+        values: list[float | None] = [None] * len(ids)
+        todo = [i for i, seq in enumerate(ids) if seq is not None]
+        chunk = max(self.config.batch_size, VLLM_CHUNK)
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            outputs = llm.classify(
+                [{"prompt_token_ids": ids[i]} for i in part],
+                pooling_params=PoolingParams(use_activation=False),
+                use_tqdm=False,
+            )
+            for i, out in zip(part, outputs):
+                values[i] = float(out.outputs.probs[self.config.label_index])
+            if len(todo) > chunk:
+                log.info("%s: %d/%d rows", self.config.name, min(start + chunk, len(todo)), len(todo))
+        return values
 
     def batches(self, ids: list[list[int] | None]) -> list[list[int]]:
         """Index batches: by ascending token length when sorting, else in input order."""

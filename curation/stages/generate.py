@@ -8,7 +8,8 @@ import polars as pl
 
 from curation.recipe import Recipe
 from curation.stages.sharded import ShardedStage
-from curation.stages.stage import RunContext, StageReport, Tables, component_fingerprint
+from curation.stages.rounds import ROUND
+from curation.stages.stage import RunContext, StageReport, Tables, component_fingerprint, read_record
 from curation.store import ArtifactRef
 
 
@@ -30,11 +31,18 @@ class Generate(ShardedStage):
     def config_fingerprint(self, recipe: Recipe) -> Any:
         return component_fingerprint(recipe.generate, "generate")
 
+    def shard_inputs(self, tables: Tables) -> tuple[tuple[str, ArtifactRef], ...]:
+        """From round 2 on, the round record: which policy samples."""
+        return ((ROUND, tables[ROUND]),) if ROUND in tables else ()
+
     def compute_shard(self, recipe: Recipe, prompts: pl.DataFrame, inputs: dict[str, ArtifactRef],
                       ctx: RunContext, report: StageReport) -> pl.DataFrame:
         from curation.generate import run_generation
 
-        frame, stats = run_generation(prompts, recipe.generate, cache_dir=ctx.generation_cache)
+        config = recipe.generate
+        if ROUND in inputs:
+            config = config.model_copy(update={"model": read_record(inputs[ROUND])["policy"]})
+        frame, stats = run_generation(prompts, config, cache_dir=ctx.generation_cache)
         report.calls, report.cache_hits, report.tokens = stats.calls, stats.cache_hits, stats.tokens
         report.detail = {"errors": stats.errors, "skipped_long": stats.skipped_long}
         return frame

@@ -16,6 +16,7 @@ from typing import Any, Callable, Protocol
 
 from curation.recipe import STAGES, Recipe, model_builder
 from curation.stages import evaluate, generate, pairs, publish, score, select, sources, train
+from curation.stages.rounds import start_round
 from curation.stages.sharded import ShardedStage, run_sharded
 from curation.stages.stage import RunContext, Stage, StageReport, Tables, execute
 
@@ -56,6 +57,8 @@ def build_models(recipe: Recipe) -> list[str]:
 class Executor(Protocol):
     """How one step of the loop runs (in this process, or as Prefect tasks)."""
 
+    ctx: RunContext  # where the run reads and writes (the loop writes each round's record there)
+
     def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, StageReport]: ...
 
     def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, StageReport]: ...
@@ -78,20 +81,34 @@ def walk(
     recipe: Recipe, executor: Executor, *, until: str | None = None,
     on_stage: Callable[[StageReport], None] | None = None,
 ) -> tuple[Tables, list[StageReport], dict[str, Any]]:
-    """Run the recipe's stages in order through `executor`: tables, reports and the run record."""
+    """Run the recipe's stages in order through `executor`: tables, reports and the run record.
+
+    With `rounds: N`, rounds 2..N run every stage after sources again, from the sources' tables
+    and a round record (`curation.stages.rounds`); each report's detail names its round.
+    """
     build_models(recipe)
     run: dict[str, Any] = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": time.time()}
     tables: Tables = {}
+    sources: Tables = {}
     reports: list[StageReport] = []
-    for name in stage_order(until):
-        stage = BY_NAME[name]
-        if not stage.applies(recipe):
-            continue
-        run["stats"] = {r.stage: r.to_dict() for r in reports}  # what publish stores with the version
-        tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
-        reports.append(report)
-        if on_stage:
-            on_stage(report)
+    for index in range(1, recipe.rounds + 1):
+        if index > 1:
+            if "train" not in tables:  # --until stopped before train: nothing to sample the next round with
+                break
+            tables = start_round(index, recipe, sources, tables, executor.ctx)
+        for name in stage_order(until):
+            stage = BY_NAME[name]
+            if not stage.applies(recipe) or (index > 1 and name == "sources"):
+                continue
+            run["stats"] = {r.stage: r.to_dict() for r in reports}  # what publish stores with the version
+            tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
+            if name == "sources":
+                sources = dict(tables)
+            if recipe.rounds > 1:
+                report.detail["round"] = index
+            reports.append(report)
+            if on_stage:
+                on_stage(report)
     return tables, reports, run
 
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from curation.export import check_out_folder
 from curation.recipe import Recipe
+from curation.stages.rounds import ROUND, round_of
 from curation.stages.stage import (
     RunContext,
     Stage,
@@ -30,7 +31,7 @@ class Publish(Stage):
 
     def fingerprint(self, recipe: Recipe, tables: Tables, ctx: RunContext) -> str:
         return fingerprint("publish", recipe.dataset_name, recipe.publish.model_dump(mode="json"),
-                           fingerprints(tables, *self.inputs))
+                           fingerprints(tables, *self.inputs, ROUND))
 
     def context(self, recipe: Recipe) -> str:
         return f" ({recipe.dataset_name})"
@@ -55,10 +56,12 @@ class Publish(Stage):
         info = catalog.published(recipe.dataset_name, report.fingerprint)  # an earlier try whose export failed
         if info is None:
             frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
+            current = round_of(tables)
+            generator = current["generated_by"] if current else getattr(recipe.generate, "model", None)
             info = catalog.publish(
                 recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
                 test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
-                formats=recipe.publish.formats, key=report.fingerprint,
+                formats=recipe.publish.formats, key=report.fingerprint, generated_by=generator,
             )
         exports = {}
         for fmt in recipe.publish.formats:

@@ -41,10 +41,24 @@ def random_control(store: ArtifactStore, tables: Tables, n: int, seed: int) -> p
     return pool[idx]
 
 
-def _config(recipe: Recipe) -> dict[str, Any]:
+def _config(recipe: Recipe, tables: Tables) -> dict[str, Any]:
+    """The train config of this round: from round N-1's policy, the first policy as reference."""
+    from curation.stages.rounds import round_of
+
     cfg = recipe.train.model_dump(mode="json")
-    cfg["model"] = policy_base(recipe)
+    current = round_of(tables)
+    cfg["model"] = current["policy"] if current else policy_base(recipe)
+    if current:
+        cfg["reference_model"] = current["reference"]
     return cfg
+
+
+def _control_start(tables: Tables, cfg: Mapping[str, Any]) -> str:
+    """Where the control trains from: its own previous model, so it never benefits from selection."""
+    from curation.stages.rounds import round_of
+
+    current = round_of(tables)
+    return (current or {}).get("control_policy") or cfg["model"]
 
 
 def _control(recipe: Recipe) -> bool:
@@ -62,7 +76,9 @@ class Train(Stage):
     def fingerprint(self, recipe: Recipe, tables: Tables, ctx: RunContext) -> str:
         if recipe.train is None:
             raise StageError("stage train: the recipe has no `train` section")
-        return fingerprint("train", _config(recipe), read_record(tables["publish"])["fingerprint"], _control(recipe))
+        cfg = _config(recipe, tables)
+        control = _control(recipe) and _control_start(tables, cfg)
+        return fingerprint("train", cfg, read_record(tables["publish"])["fingerprint"], control)
 
     def context(self, recipe: Recipe) -> str:
         return f" (method {recipe.train.method})"
@@ -75,15 +91,16 @@ class Train(Stage):
         from curation.train import train
 
         version = read_record(tables["publish"])
-        cfg, fp = _config(recipe), report.fingerprint
+        cfg, fp = _config(recipe, tables), report.fingerprint
         models_dir = Path(ctx.catalog_root) / "models"
         record: dict[str, Any] = {"version": version["ref"], "base_model": cfg["model"]}
         result = train(version["ref"], {**cfg, "out": cfg.get("out") or str(models_dir / f"{recipe.name}-{fp}")},
                        ctx.catalog())
         record.update(model=str(result.path), model_id=result.model_id, metrics=result.metrics)
         if _control(recipe):
-            rows = random_control(ctx.store, tables, n=int(version["rows"]), seed=recipe.publish.seed)
-            ctl = train(rows, {**cfg, "out": str(models_dir / f"{recipe.name}-{fp}-control"), "record": False})
+            rows = random_control(ctx.store, tables, n=int(version["rows"]), seed=recipe.publish.seed + cfg["seed"])
+            ctl = train(rows, {**cfg, "model": _control_start(tables, cfg), "out": str(models_dir / f"{recipe.name}-{fp}-control"),
+                               "record": False})
             record.update(control_model=str(ctl.path), control_rows=rows.height, control_metrics=ctl.metrics)
         return {"train": record_frame(record)}
 

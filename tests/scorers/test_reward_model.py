@@ -82,3 +82,26 @@ def test_bad_model_paths_fail_before_loading(tmp_path):
         RewardModel(name="rm", kind="reward_model", model=str(tmp_path / "nope"))
     with pytest.raises(ScorerError, match="not a model folder"):
         RewardModel(name="rm", kind="reward_model", model=str(tmp_path))
+
+
+@pytest.mark.slow
+def test_vllm_pooling_runner_gives_the_transformers_scores(tiny_rm, hh_pairs):
+    """The same rows through vLLM's pooling runner (CPU build) and through transformers: equal
+    logits within float32 tolerance, the same truncation flags and row errors."""
+    from curation.generate.vllm_engine import release_engine
+
+    rows = candidate_rows(hh_pairs)
+    rows = rows.with_columns(text=rows.get_column("text").scatter(3, None))
+    hf = rm(tiny_rm, max_length=96, batch_size=4).score(rows)
+    try:
+        vl = rm(tiny_rm, max_length=96, backend="vllm", enforce_eager=True).score(rows)
+    finally:
+        release_engine()
+    assert vl.get_column("target_id").to_list() == hf.get_column("target_id").to_list()
+    assert vl.get_column("error").to_list() == hf.get_column("error").to_list()
+    assert vl.get_column("detail").to_list() == hf.get_column("detail").to_list()
+    assert any("truncated" in json.loads(d) for d in hf.get_column("detail").to_list())
+    a, b = hf.get_column("value").to_list(), vl.get_column("value").to_list()
+    assert a[3] is None and b[3] is None
+    assert [x for x in b if x is not None] == pytest.approx([x for x in a if x is not None], abs=1e-3)
+    assert len({round(x, 4) for x in b if x is not None}) > 10
