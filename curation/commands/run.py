@@ -98,6 +98,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     for s in summary["stages"]:
         if s["stage"] == "evaluate":
             _print_metrics(s["detail"]["metrics"], s["detail"].get("intervals") or {}, s["detail"].get("round"))
+    for s in summary["stages"]:  # a noise step beside the length-only model flagging as many pairs
+        for step in (s.get("detail") or {}).get("steps") or []:
+            if (b := step.get("naive_baseline")) and "overlap" in b:
+                console.print(f"{step['stage']}: flagged {b['flagged']}; a length-only model flagging as many agrees on "
+                              f"{b['overlap']} (Jaccard {b['jaccard']:.2f}, kappa {b['kappa']:.2f})")
     if summary.get("version"):
         console.print(f"published {summary['version']}", style="bold")
     for s in summary["stages"]:  # e.g. a budget beyond the pool: the run went on, the user should know

@@ -59,7 +59,7 @@ class Select(Stage):
     def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
         summary = json.loads(pl.read_parquet(tables["select_report"].path)["report"][0])
         report.rows_out = int(summary.get("kept", 0))
-        report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons", "warnings")}
+        report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons", "warnings", "naive_baseline")}
                                    for s in summary.get("steps", [])]}
 
 
