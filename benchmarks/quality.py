@@ -38,13 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from curation.selectors.pair_features import log_length
+from curation.selectors.stacked_bt import cross_fitted_length_margins
 
 from curation import schema
+from curation.rows import apply_flips
 from curation.select import apply_selectors
 from curation.selectors import SELECTORS
-from curation.selectors.base import SelectionContext, SelectionError, minilm_embed
-from curation.selectors.bt_head import fold_assignment
-from curation.rows import apply_flips
+from curation.selectors.base import SelectionContext, SelectionError, default_embedder
 from curation.train.data import drop_ties, load_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ DATASETS = {
 SELECTION_KINDS = ("random", "noise+random", "kmq", "fifa", "deita", "mig", "sift")
 RESAMPLES = 1000
 log = logging.getLogger("quality")
+Embed = Callable[[list[str]], np.ndarray]
 
 
 # ---------------------------------------------------------------- data
@@ -70,21 +72,6 @@ def load_set(name: str) -> pl.DataFrame:
     """Non-tie pairs of one shared set (read by curation's own reader) in a fixed shuffled order."""
     rows, _ = drop_ties(load_pairs(str(DATA / DATASETS[name])).rows)
     return rows.unique("pair_id", keep="first", maintain_order=True).sample(fraction=1.0, seed=0, shuffle=True)
-
-
-class CachedEmbedder:
-    """MiniLM with an in-memory cache: every text is embedded once per benchmark run."""
-
-    def __init__(self) -> None:
-        self.cache: dict[str, np.ndarray] = {}
-
-    def __call__(self, texts: list[str]) -> np.ndarray:
-        todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
-        for start in range(0, len(todo), 256):
-            batch = todo[start : start + 256]
-            self.cache.update(zip(batch, minilm_embed(batch)))
-            log.info("embedded %d / %d new texts", min(start + 256, len(todo)), len(todo))
-        return np.stack([self.cache[t] for t in texts])
 
 
 def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
@@ -138,23 +125,12 @@ def bootstrap(stat: Callable[..., float], runs: Sequence[Sequence[np.ndarray]], 
 
 
 def length_baseline_mu(pool: pl.DataFrame, seed: int, folds: int = 5) -> np.ndarray:
-    """Cross-fitted logistic BT on log(len chosen / len rejected): the ten-line baseline to beat."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = np.log1p(pool["chosen"].str.len_chars().to_numpy()) - np.log1p(pool["rejected"].str.len_chars().to_numpy())
-    fold = fold_assignment(pool["prompt_id"].to_list(), folds, seed)
-    mu = np.zeros(pool.height)
-    for k in range(folds):
-        train = fold != k
-        # each pair in both orders: the BT model is antisymmetric, so no intercept is fitted
-        xs = np.concatenate([x[train], -x[train]])[:, None]
-        ys = np.concatenate([np.ones(train.sum()), np.zeros(train.sum())])
-        w = LogisticRegression(fit_intercept=False).fit(xs, ys).coef_[0, 0]
-        mu[~train] = w * x[~train]
-    return mu
+    """The noise step's own naive baseline: a cross-fitted logistic BT model on the log length difference."""
+    diff = log_length(pool["chosen"].to_list()) - log_length(pool["rejected"].to_list())
+    return cross_fitted_length_margins(diff, pool["prompt_id"].to_list(), folds=folds, seed=seed)
 
 
-def noise_benchmark(pool: pl.DataFrame, embed: CachedEmbedder, rate: float, seeds: int) -> dict:
+def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -> dict:
     filter_config = {"kind": "noise"}
     per_seed = []
     for seed in range(seeds):
@@ -263,7 +239,7 @@ def held_out_split(rows: pl.DataFrame, train_pairs: int, test_pairs: int) -> tup
     return rows.filter(bucket != 0).head(train_pairs), rows.filter(bucket == 0).head(test_pairs)
 
 
-def selection_benchmark(rows: pl.DataFrame, embed: CachedEmbedder, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
+def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
     from curation.train.evaluate import evaluate
     from curation.train.trainer import train
 
@@ -469,7 +445,7 @@ def main() -> None:
         tmp.replace(out_json)
 
     started = time.perf_counter()
-    embed = CachedEmbedder()
+    embed = default_embedder()  # the project's on-disk cache: each text is embedded once, across runs
     for name in args.data:
         rows = load_set(name)
         entry: dict = {"file": DATASETS[name], "pairs_in_set": rows.height}

@@ -150,7 +150,12 @@ def check_scorer(
     where: Mapping[str, str] | None = None,
 ) -> FitnessReport:
     """Score a labelled slice and measure agreement, position consistency and length bias."""
-    from curation.scorers.base import Scorer, build_scorer, pairwise_rows, pointwise_rows
+    from curation.scorers.base import (
+        Scorer,
+        build_scorer,
+        pairwise_rows,
+        pointwise_rows,
+    )
 
     scorer = scorer if isinstance(scorer, Scorer) else build_scorer(scorer)  # config errors before reading
     started = time.perf_counter()
