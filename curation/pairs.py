@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -26,6 +25,7 @@ from pydantic import Field
 
 from curation import schema
 from curation.registry import Component, ComponentConfig, Registry
+from curation.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,14 @@ class PairBuilderConfig(ComponentConfig):
 
 @dataclass
 class PairBuildResult:
+    """The pairs, and the stats of the build (what was skipped, by reason, in `stats.counts`)."""
+
     pairs: pl.DataFrame
-    counts: dict[str, int] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.stats.counts
 
 
 class _ModuleRegistry(Registry):
@@ -104,7 +110,7 @@ class PairBuilder(Component):
         judge: PairwiseJudge | None = None,
         allow_empty: bool = False,
     ) -> PairBuildResult:
-        counts: Counter[str] = Counter()
+        stats = Stats(stage=f"pairs:{self.name}", rows_in=candidates.height)
         if candidates.height == 0:
             raise PairError("no candidates to build pairs from")
         for col in ("candidate_id", "prompt_id", "text"):
@@ -114,7 +120,7 @@ class PairBuilder(Component):
         if "error" in candidates.columns:
             usable = usable.filter(pl.col("error").is_null())
         usable = usable.filter(pl.col("text").is_not_null())
-        counts["failed_candidates"] = candidates.height - usable.height
+        stats.counts["failed_candidates"] = candidates.height - usable.height
         score_name, values = _resolve_scores(usable, scores, self.config.score, need=judge is None)
         self._scored = values is not None
         self.score_name = score_name if judge is None else getattr(judge, "__name__", "judge")
@@ -122,34 +128,35 @@ class PairBuilder(Component):
         for row in usable.select("candidate_id", "prompt_id", "text").iter_rows(named=True):
             value = values.get(row["candidate_id"]) if values is not None else 0.0
             if value is None:
-                counts["unscored_candidates"] += 1
+                stats.add("unscored_candidates")
                 continue
             group = by_prompt.setdefault(row["prompt_id"], [])
             group.append(Candidate(row["candidate_id"], row["prompt_id"], row["text"], value, len(group)))
         if prompts is not None:
-            counts["prompts_without_candidates"] = len(set(prompts["prompt_id"].to_list()) - set(by_prompt))
+            stats.counts["prompts_without_candidates"] = len(set(prompts["prompt_id"].to_list()) - set(by_prompt))
         rows: list[dict[str, Any]] = []
         for pid, group in by_prompt.items():
-            counts["prompts"] += 1
+            stats.add("prompts")
             if len(group) < 2:
-                counts["single_candidate_prompts"] += 1
+                stats.add("single_candidate_prompts")
                 continue
             if values is not None and max(c.score for c in group) - min(c.score for c in group) <= self.config.tie_tolerance:
-                counts["all_tied_prompts"] += 1
+                stats.add("all_tied_prompts")
                 continue
             rng = np.random.default_rng([self.config.seed, int(schema.content_hash(pid)[:15], 16)])
-            for prop in self.pairs_for_prompt(group, rng, counts, judge):
+            for prop in self.pairs_for_prompt(group, rng, stats, judge):
                 if prop.margin <= self.config.tie_tolerance:
-                    counts["ties_skipped"] += 1
+                    stats.add("ties_skipped")
                 elif prop.margin < self.config.min_margin:
-                    counts["below_margin"] += 1
+                    stats.add("below_margin")
                 else:
                     rows.append(self._row(pid, prop))
-        counts["pairs"] = len(rows)
-        log.info("pairs[%s]: %s", self.name, dict(counts))
+        stats.counts["pairs"] = len(rows)
+        stats.rows_out = len(rows)
+        log.info("%s", stats.summary())
         if not rows and not allow_empty:
-            raise PairError(f"builder {self.name!r} produced no pairs: {dict(counts)}")
-        return PairBuildResult(schema.frame(rows, "pairs"), dict(counts))
+            raise PairError(f"builder {self.name!r} produced no pairs: {stats.counts}")
+        return PairBuildResult(schema.frame(rows, "pairs"), stats)
 
     def _row(self, pid: str, prop: _Proposal) -> dict[str, Any]:
         meta = dict(prop.meta)
@@ -168,7 +175,7 @@ class PairBuilder(Component):
         }
 
     def pairs_for_prompt(
-        self, group: list[Candidate], rng: np.random.Generator, counts: Counter[str], judge: PairwiseJudge | None
+        self, group: list[Candidate], rng: np.random.Generator, stats: Stats, judge: PairwiseJudge | None
     ) -> list[_Proposal]:
         raise NotImplementedError
 
@@ -225,7 +232,7 @@ def _oriented(a: Candidate, b: Candidate, value: float, meta: dict[str, Any] | N
 class BestWorst(PairBuilder):
     """One pair per prompt: the highest-scored candidate against the lowest (first in order on ties)."""
 
-    def pairs_for_prompt(self, group, rng, counts, judge):
+    def pairs_for_prompt(self, group, rng, stats, judge):
         best, worst = _first_best(group), _first_worst(group)
         return [_Proposal(best, worst, best.score - worst.score)]
 
@@ -234,7 +241,7 @@ class BestWorst(PairBuilder):
 class BestRandom(PairBuilder):
     """One pair per prompt: the best candidate against a random one scored at least `min_margin` lower."""
 
-    def pairs_for_prompt(self, group, rng, counts, judge):
+    def pairs_for_prompt(self, group, rng, stats, judge):
         best = _first_best(group)
         eligible = [
             c
@@ -244,7 +251,7 @@ class BestRandom(PairBuilder):
             and best.score - c.score >= self.config.min_margin
         ]
         if not eligible:
-            counts["below_margin"] += 1
+            stats.add("below_margin")
             return []
         rejected = eligible[int(rng.integers(len(eligible)))]
         return [_Proposal(best, rejected, best.score - rejected.score)]
@@ -257,12 +264,12 @@ class AllPairs(PairBuilder):
     class Config(PairBuilderConfig):
         max_pairs_per_prompt: int | None = Field(None, ge=1)
 
-    def pairs_for_prompt(self, group, rng, counts, judge):
+    def pairs_for_prompt(self, group, rng, stats, judge):
         out = [_oriented(a, b, a.score - b.score) for i, a in enumerate(group) for b in group[i + 1 :]]
         cap = self.config.max_pairs_per_prompt
         if cap is not None:
             keep = sorted(out, key=lambda p: -p.margin)[:cap]
-            counts["over_cap"] += sum(1 for p in out if p.margin >= self.config.min_margin and p not in keep)
+            stats.add("over_cap", sum(1 for p in out if p.margin >= self.config.min_margin and p not in keep))
             out = keep
         return out
 
@@ -286,7 +293,7 @@ class Tournament(PairBuilder):
     class Config(PairBuilderConfig):
         shuffle: bool = False
 
-    def pairs_for_prompt(self, group, rng, counts, judge):
+    def pairs_for_prompt(self, group, rng, stats, judge):
         compare = _judge_or_scores(judge)
         alive = list(group)
         if self.config.shuffle:
@@ -327,14 +334,14 @@ class FirstRoundRank(PairBuilder):
         k: int | None = Field(None, ge=2)
         beta: float = Field(0.5, gt=0.0)
 
-    def pairs_for_prompt(self, group, rng, counts, judge):
+    def pairs_for_prompt(self, group, rng, stats, judge):
         from curation.selectors.rso import rso_sample
 
         compare = _judge_or_scores(judge)
         accepted = list(group)
         if self.config.k is not None:
             if len(group) <= self.config.k:
-                counts["short_prompts"] += 1
+                stats.add("short_prompts")
             else:
                 order = rso_sample(np.array([c.score for c in group]), self.config.k, self.config.beta, rng)
                 accepted = [group[i] for i in order]
@@ -346,7 +353,7 @@ class FirstRoundRank(PairBuilder):
             value = -float(compare(b, a)) if swapped else float(compare(a, b))
             out.append(_oriented(a, b, value, {"presented_swapped": swapped}))
         if len(accepted) % 2:
-            counts["unpaired_samples"] += 1
+            stats.add("unpaired_samples")
         return out
 
 

@@ -129,17 +129,33 @@ def test_a_budget_beyond_the_pool_is_a_warning_in_the_select_stage_report(tmp_pa
 
 
 def test_run_recipe_records_the_run_with_its_stage_stats(tmp_path, shared_data):
-    """run_recipe walks the same loop as the flow, so publish stores the run (it used not to)."""
+    """run_recipe walks the same loop as the flow: the run and every stage's stats land in the catalog
+    (it used not to pass the run to publish), and publish links the version to that run."""
     from curation.catalog import open_catalog
 
     recipe = load_recipe(_recipe(tmp_path, _existing(shared_data)))
-    run_recipe(recipe, tmp_path / "catalog")
+    _, reports = run_recipe(recipe, tmp_path / "catalog")
     cat = open_catalog(tmp_path / "catalog")
     runs = cat.runs()
-    assert runs.height == 1 and runs["name"][0] == "pandalm-small"
+    assert runs.height == 1 and runs["name"][0] == "pandalm-small" and runs["status"][0] == "completed"
     stats = json.loads(runs["stats"][0])
-    assert list(stats) == ["sources", "pairs", "select"] and stats["select"]["rows_out"] == 60
+    assert list(stats) == ["sources", "pairs", "select", "publish"] and stats["select"]["rows_out"] == 60
+    dropped = {k: n for k, n in stats["select"]["counts"].items() if "dropped" in k}
+    assert sum(dropped.values()) == stats["select"]["rows_in"] - 60 > 0  # every dropped item counted, by step and reason
+    assert stats["publish"] == {**reports[-1].to_dict()}
     assert cat.versions("pandalm-small")["run_id"][0] == runs["run_id"][0]
+
+
+def test_a_failed_run_is_recorded_with_the_stats_of_what_finished(tmp_path, shared_data):
+    from curation.catalog import open_catalog
+
+    data = _existing(shared_data)
+    data["select"] = [{"kind": "kmq", "k": 4, "fraction": 0.5}]  # fails: human pairs have no margin
+    with pytest.raises(StageError):
+        run_recipe(load_recipe(_recipe(tmp_path, data)), tmp_path / "catalog")
+    runs = open_catalog(tmp_path / "catalog").runs()
+    assert runs["status"].to_list() == ["failed"]
+    assert list(json.loads(runs["stats"][0])) == ["sources", "pairs"]
 
 
 class _Counting(Stage):

@@ -85,7 +85,7 @@ def _stdout_for_json_only():
 
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"curate run {summary['recipe']}: {summary['seconds']:.0f}s, catalog {summary['catalog']}")
-    for col in ("stage", "rows in", "rows out", "cached", "calls", "cache hits", "tokens", "time"):
+    for col in ("stage", "rows in", "rows out", "cached", "calls", "cache hits", "tokens", "errors", "time"):
         table.add_column(col, justify="left" if col in ("stage", "cached") else "right", no_wrap=True)
     for s in summary["stages"]:
         cache = "yes" if s["cached"] else "-"
@@ -93,8 +93,12 @@ def print_summary(summary: dict[str, Any]) -> None:
             cache = f"{s['shards_cached']}/{s['shards']} shards"
         name = f"{s['stage']} (round {s['detail']['round']})" if (s.get("detail") or {}).get("round") else s["stage"]
         table.add_row(name, str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
-                      str(s["tokens"]), f"{s['seconds']:.1f}s")
+                      str(s["tokens"]), str(s["errors"]), f"{s['seconds']:.1f}s")
     console.print(table)
+    for s in summary["stages"]:  # the named counts: what each stage skipped, dropped or flipped, and why
+        counts = ", ".join(f"{n} {name}" for name, n in s["counts"].items() if n)
+        if counts:
+            console.print(f"  {s['stage']}: {counts}")
     for s in summary["stages"]:
         if s["stage"] == "evaluate":
             _print_metrics(s["detail"]["metrics"], s["detail"].get("intervals") or {}, s["detail"].get("round"))
@@ -105,6 +109,8 @@ def print_summary(summary: dict[str, Any]) -> None:
                               f"{b['overlap']} (Jaccard {b['jaccard']:.2f}, kappa {b['kappa']:.2f})")
     if summary.get("version"):
         console.print(f"published {summary['version']}", style="bold")
+    if summary.get("run_id"):
+        console.print(f"run {summary['run_id']} recorded in the catalog's runs table, with these stats")
     for s in summary["stages"]:  # e.g. a budget beyond the pool: the run went on, the user should know
         for step in (s.get("detail") or {}).get("steps") or []:
             for w in step.get("warnings") or []:

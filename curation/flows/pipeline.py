@@ -24,6 +24,7 @@ from curation.flows import prefect_env
 prefect_env()
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NONE  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
@@ -98,21 +99,39 @@ def curate_flow(recipe_path: str, catalog: str, until: str | None = None, shard_
     ctx = stages.RunContext(str(Path(catalog).resolve()))
     started = time.time()
 
-    def log_stage(report: stages.StageReport) -> None:
-        logger.info("%s: %d in, %d out%s in %.1fs", report.stage, report.rows_in, report.rows_out,
-                    " (cached)" if report.cached else "", report.seconds)
+    def log_stage(report: stages.Stats) -> None:
+        logger.info("%s", report.summary())
 
-    tables, reports, _ = stages.walk(recipe, PrefectExecutor(recipe_path, ctx, shard_size), until=until,
-                                     on_stage=log_stage)
+    tables, reports, run = stages.walk(recipe, PrefectExecutor(recipe_path, ctx, shard_size), until=until,
+                                       on_stage=log_stage)
     version = stages.read_record(tables["publish"])["ref"] if "publish" in tables else None
+    publish_stats_artifacts(recipe.name, run["run_id"], reports, version)
     return {
         "recipe": recipe.name,
+        "run_id": run["run_id"],
         "catalog": ctx.catalog_root,
         "version": version,
         "seconds": time.time() - started,
         "stages": [r.to_dict() for r in reports],
         "artifacts": {k: v.to_dict() for k, v in tables.items()},
     }
+
+
+STATS_COLUMNS = ("stage", "rows_in", "rows_out", "cached", "shards", "shards_cached", "calls", "cache_hits", "tokens",
+                 "errors", "seconds")
+
+
+def publish_stats_artifacts(recipe_name: str, run_id: str, reports: list[stages.Stats], version: str | None) -> None:
+    """The run's stats in the Prefect UI: a table (one row per stage) and the named counts as markdown."""
+    create_table_artifact(
+        key="curate-run-stats", table=[{c: getattr(r, c) for c in STATS_COLUMNS} for r in reports],
+        description=f"curate run {recipe_name} ({run_id}): stage stats",
+    )
+    lines = [f"# curate run {recipe_name}", "", f"run `{run_id}`" + (f", published `{version}`" if version else ""), ""]
+    for r in reports:
+        lines.append(f"- **{r.stage}**: {r.describe()}")
+    create_markdown_artifact(key="curate-run-summary", markdown="\n".join(lines) + "\n",
+                             description=f"curate run {recipe_name} ({run_id})")
 
 
 # ---------------------------------------------------------------- task runners

@@ -15,12 +15,13 @@ from typing import Any
 
 import polars as pl
 
-from curation.generate.base import GenerationError, GenerationStats, Generator, GeneratorConfig
+from curation.generate.base import GenerationError, Generator, GeneratorConfig
 from curation.registry import Registry
+from curation.stats import Stats
 
 GENERATORS: Registry = Registry("generation backend", "curation.generate")
 
-__all__ = ["GENERATORS", "GenerationError", "GenerationStats", "Generator", "GeneratorConfig", "run_generation"]
+__all__ = ["GENERATORS", "GenerationError", "Generator", "GeneratorConfig", "run_generation"]
 
 
 def build_generator(config: GeneratorConfig | dict[str, Any]) -> Generator:
@@ -36,7 +37,7 @@ def run_generation(
     prompts: pl.DataFrame,
     config: GeneratorConfig | dict[str, Any],
     cache_dir: str | os.PathLike | None = None,
-) -> tuple[pl.DataFrame, GenerationStats]:
+) -> tuple[pl.DataFrame, Stats]:
     """Candidates for `prompts` and what the run cost; completions cached under `cache_dir`."""
     from curation.generate.cache import RequestCache
 

@@ -17,13 +17,13 @@ from curation import schema
 from curation.generate import GENERATORS
 from curation.generate.base import (
     Completion,
-    GenerationStats,
     GeneratorConfig,
     LocalModelGenerator,
     Request,
     apply_length_rule,
     context_length,
 )
+from curation.stats import Stats
 
 log = logging.getLogger("curation.generate")
 
@@ -74,7 +74,7 @@ class TransformersGenerator(LocalModelGenerator):
         tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         apply_length_rule(requests, tokenizer, context_length(self.model_dir), self.config)
 
-    def complete(self, requests: list[Request], stats: GenerationStats) -> list[Completion]:
+    def complete(self, requests: list[Request], stats: Stats) -> list[Completion]:
         from rich.progress import Progress
 
         model, tokenizer = get_model(self.model_dir, self.model_identity(), self._device(), self.config.dtype)

@@ -20,7 +20,8 @@ from pydantic import Field
 
 from curation import schema
 from curation.generate import GENERATORS
-from curation.generate.base import Completion, GenerationError, GenerationStats, Generator, GeneratorConfig, Request
+from curation.generate.base import Completion, GenerationError, Generator, GeneratorConfig, Request
+from curation.stats import Stats
 
 log = logging.getLogger("curation.generate")
 
@@ -113,10 +114,10 @@ class OpenAIGenerator(Generator):
         if served and self.config.model not in served:
             raise GenerationError(f"model {self.config.model!r} is not served at {self._url}; it serves {served}")
 
-    def complete(self, requests: list[Request], stats: GenerationStats) -> list[Completion]:
+    def complete(self, requests: list[Request], stats: Stats) -> list[Completion]:
         return _run_async(self._complete_all(requests, stats))
 
-    async def _complete_all(self, requests: list[Request], stats: GenerationStats) -> list[Completion]:
+    async def _complete_all(self, requests: list[Request], stats: Stats) -> list[Completion]:
         import httpx
         from rich.progress import Progress
 
@@ -153,7 +154,7 @@ class OpenAIGenerator(Generator):
             body["logprobs"] = True
         return {**body, **self.config.extra_body}
 
-    async def _complete_one(self, client: Any, req: Request, stats: GenerationStats) -> Completion:
+    async def _complete_one(self, client: Any, req: Request, stats: Stats) -> Completion:
         import httpx
 
         body, last = self._body(req), "no attempt"

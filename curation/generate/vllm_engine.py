@@ -20,13 +20,13 @@ from pydantic import Field
 from curation.generate import GENERATORS
 from curation.generate.base import (
     Completion,
-    GenerationStats,
     GeneratorConfig,
     LocalModelGenerator,
     Request,
     apply_length_rule,
     context_length,
 )
+from curation.stats import Stats
 
 log = logging.getLogger("curation.generate")
 
@@ -135,7 +135,7 @@ class VLLMGenerator(LocalModelGenerator):
         context = self.config.max_model_len or self.config.engine_args.get("max_model_len") or context_length(self.model_dir)
         apply_length_rule(requests, tokenizer, context, self.config)
 
-    def complete(self, requests: list[Request], stats: GenerationStats) -> list[Completion]:
+    def complete(self, requests: list[Request], stats: Stats) -> list[Completion]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -34,12 +34,12 @@ from curation.stages.stage import (
     RunContext,
     Stage,
     StageError,
-    StageReport,
     Tables,
     execute,
     produce,
     read_record,
 )
+from curation.stats import Stats
 from curation.stages.train import random_control
 
 
@@ -50,6 +50,6 @@ def load(recipe_path) -> Recipe:
 
 __all__ = [
     "BY_NAME", "PIPELINE", "Executor", "LocalExecutor", "RunContext", "Shard", "ShardedStage", "Stage", "StageError",
-    "StageReport", "Tables", "applies", "build_models", "execute", "load", "pair_pool", "produce", "random_control",
+    "Stats", "Tables", "applies", "build_models", "execute", "load", "pair_pool", "produce", "random_control",
     "read_record", "run_recipe", "run_sharded", "stage_order", "walk",
 ]

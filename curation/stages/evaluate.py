@@ -21,7 +21,6 @@ from curation.stages.stage import (
     RunContext,
     Stage,
     StageError,
-    StageReport,
     Tables,
     file_digest,
     fingerprint,
@@ -29,6 +28,7 @@ from curation.stages.stage import (
     read_record,
     record_frame,
 )
+from curation.stats import Stats
 
 COMPARISONS = {"after_vs_before": ("after", "before"), "after_vs_control": ("after", "control")}
 
@@ -62,7 +62,7 @@ def _evaluate_model(model: str, held_out: str | None, cfg: dict[str, Any], ctx: 
             out.update(prompt_ids=per_prompt["prompt_id"].to_list(), correct=per_prompt["correct"].to_list())
         return {"evaluation": record_frame(out)}
 
-    ref = produce(ctx, fp, {"evaluation": ("evaluate.model", None)}, compute, StageReport("evaluate.model"),
+    ref = produce(ctx, fp, {"evaluation": ("evaluate.model", None)}, compute, Stats(stage="evaluate.model"),
                   error=f"stage evaluate ({label} model {model})")
     return read_record(ref["evaluation"])
 
@@ -81,7 +81,7 @@ class Evaluate(Stage):
         cfg = _config(recipe)
         return fingerprint("evaluate", cfg, _prompts_fp(cfg), tables["train"].fingerprint, first_policy(recipe, tables))
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         from curation.train.evaluate import bootstrap_interval
 
@@ -113,7 +113,7 @@ class Evaluate(Stage):
                                             judge=after.get("judge"))
         return {"evaluate": record_frame(record)}
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["evaluate"])
         report.rows_out = len(record["metrics"])
         report.detail = {"round": record.get("round", 1), "metrics": record["metrics"],

@@ -9,7 +9,8 @@ import polars as pl
 from curation.recipe import Recipe
 from curation.stages.sharded import ShardedStage
 from curation.stages.rounds import ROUND
-from curation.stages.stage import RunContext, StageReport, Tables, component_fingerprint, read_record
+from curation.stages.stage import RunContext, Tables, component_fingerprint, read_record
+from curation.stats import Stats
 from curation.store import ArtifactRef
 
 
@@ -25,7 +26,7 @@ class Generate(ShardedStage):
     def context(self, recipe: Recipe) -> str:
         return f" (backend {recipe.generate.backend})"
 
-    def rows_in(self, recipe: Recipe | None, tables: Tables) -> int:
+    def combined_rows_in(self, tables: Tables) -> int:
         return tables["prompts"].rows
 
     def config_fingerprint(self, recipe: Recipe) -> Any:
@@ -36,15 +37,14 @@ class Generate(ShardedStage):
         return ((ROUND, tables[ROUND]),) if ROUND in tables else ()
 
     def compute_shard(self, recipe: Recipe, prompts: pl.DataFrame, inputs: dict[str, ArtifactRef],
-                      ctx: RunContext, report: StageReport) -> pl.DataFrame:
+                      ctx: RunContext, report: Stats) -> pl.DataFrame:
         from curation.generate import run_generation
 
         config = recipe.generate
         if ROUND in inputs:
             config = config.model_copy(update={"model": read_record(inputs[ROUND])["policy"]})
         frame, stats = run_generation(prompts, config, cache_dir=ctx.generation_cache)
-        report.calls, report.cache_hits, report.tokens = stats.calls, stats.cache_hits, stats.tokens
-        report.detail = {"errors": stats.errors, "skipped_long": stats.skipped_long}
+        report.merge(stats)
         return frame
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -18,7 +19,8 @@ from curation.recipe import STAGES, Recipe, model_builder
 from curation.stages import evaluate, generate, pairs, publish, score, select, sources, train
 from curation.stages.rounds import start_round
 from curation.stages.sharded import ShardedStage, run_sharded
-from curation.stages.stage import RunContext, Stage, StageReport, Tables, execute
+from curation.stages.stage import RunContext, Stage, Tables, execute
+from curation.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +57,13 @@ def build_models(recipe: Recipe) -> list[str]:
 
 
 class Executor(Protocol):
-    """How one step of the loop runs (in this process, or as Prefect tasks)."""
+    """How one step of the loop runs (in this process, or as Prefect tasks), against `ctx`."""
 
-    ctx: RunContext  # where the run reads and writes (the loop writes each round's record there)
+    ctx: RunContext  # where the run reads and writes (the loop writes each round's record and the run there)
 
-    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, StageReport]: ...
+    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, Stats]: ...
 
-    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, StageReport]: ...
+    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, Stats]: ...
 
 
 class LocalExecutor:
@@ -70,52 +72,69 @@ class LocalExecutor:
     def __init__(self, recipe: Recipe, ctx: RunContext, shard_size: int = 256) -> None:
         self.recipe, self.ctx, self.shard_size = recipe, ctx, shard_size
 
-    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, StageReport]:
+    def stage(self, stage: Stage, tables: Tables, run: dict[str, Any]) -> tuple[Tables, Stats]:
         return execute(stage, self.recipe, tables, self.ctx, run)
 
-    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, StageReport]:
+    def sharded(self, stage: ShardedStage, tables: Tables) -> tuple[Tables, Stats]:
         return run_sharded(stage, self.recipe, tables, self.ctx, self.shard_size)
 
 
 def walk(
-    recipe: Recipe, executor: Executor, *, until: str | None = None,
-    on_stage: Callable[[StageReport], None] | None = None,
-) -> tuple[Tables, list[StageReport], dict[str, Any]]:
-    """Run the recipe's stages in order through `executor`: tables, reports and the run record.
+    recipe: Recipe, executor: Executor, *, until: str | None = None, on_stage: Callable[[Stats], None] | None = None,
+) -> tuple[Tables, list[Stats], dict[str, Any]]:
+    """Run the recipe's stages in order through `executor`: tables, stats and the run record.
 
     With `rounds: N`, rounds 2..N run every stage after sources again, from the sources' tables
     and a round record (`curation.stages.rounds`); each report's detail names its round.
+    The run (its recipe and every stage's stats) is stored in the catalog when the loop ends,
+    completed or failed; publish links the version it makes to the same run id.
     """
     build_models(recipe)
-    run: dict[str, Any] = {"name": recipe.name, "recipe": recipe.model_dump(mode="json"), "started_at": time.time()}
+    run: dict[str, Any] = {"run_id": uuid.uuid4().hex[:16], "name": recipe.name, "recipe": recipe.model_dump(mode="json"),
+                           "started_at": time.time()}
     tables: Tables = {}
     sources: Tables = {}
-    reports: list[StageReport] = []
-    for index in range(1, recipe.rounds + 1):
-        if index > 1:
-            if "train" not in tables:  # --until stopped before train: nothing to sample the next round with
-                break
-            tables = start_round(index, recipe, sources, tables, executor.ctx)
-        for name in stage_order(until):
-            stage = BY_NAME[name]
-            if not stage.applies(recipe) or (index > 1 and name == "sources"):
-                continue
-            run["stats"] = {r.stage: r.to_dict() for r in reports}  # what publish stores with the version
-            tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
-            if name == "sources":
-                sources = dict(tables)
-            if recipe.rounds > 1:
-                report.detail["round"] = index
-            reports.append(report)
-            if on_stage:
-                on_stage(report)
+    reports: list[Stats] = []
+    try:
+        for index in range(1, recipe.rounds + 1):
+            if index > 1:
+                if "train" not in tables:  # --until stopped before train: nothing to sample the next round with
+                    break
+                tables = start_round(index, recipe, sources, tables, executor.ctx)
+            for name in stage_order(until):
+                stage = BY_NAME[name]
+                if not stage.applies(recipe) or (index > 1 and name == "sources"):
+                    continue
+                run["stats"] = _stats(reports)  # what publish stores with the version
+                tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
+                if name == "sources":
+                    sources = dict(tables)
+                if recipe.rounds > 1:
+                    report.detail["round"] = index
+                reports.append(report)
+                if on_stage:
+                    on_stage(report)
+    except BaseException:
+        _record(executor.ctx, run, reports, "failed")
+        raise
+    _record(executor.ctx, run, reports, "completed")
     return tables, reports, run
+
+
+def _stats(reports: list[Stats]) -> dict[str, Any]:
+    """Every stage's stats by name ("train", or "train (round 2)" when the run has rounds)."""
+    return {f"{r.stage} (round {r.detail['round']})" if r.detail.get("round") else r.stage: r.to_dict() for r in reports}
+
+
+def _record(ctx: RunContext, run: dict[str, Any], reports: list[Stats], status: str) -> None:
+    run.update(stats=_stats(reports), status=status, ended_at=time.time())
+    ctx.catalog().record_run(**run)
 
 
 def run_recipe(
     recipe: Recipe, catalog_root: str | os.PathLike, *, until: str | None = None, shard_size: int = 256,
-    on_stage: Callable[[StageReport], None] | None = None,
-) -> tuple[Tables, list[StageReport]]:
+    on_stage: Callable[[Stats], None] | None = None,
+) -> tuple[Tables, list[Stats]]:
     """Run the recipe's stages in this process, in order (what the Prefect flow does, minus Prefect)."""
     ctx = RunContext(str(Path(catalog_root).resolve()))
     tables, reports, _ = walk(recipe, LocalExecutor(recipe, ctx, shard_size), until=until, on_stage=on_stage)

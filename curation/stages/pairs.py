@@ -12,7 +12,6 @@ from curation.stages.stage import (
     RunContext,
     Stage,
     StageError,
-    StageReport,
     Tables,
     component_fingerprint,
     config_of,
@@ -21,6 +20,7 @@ from curation.stages.stage import (
     is_pairwise,
     read_table,
 )
+from curation.stats import Stats
 
 
 class Pairs(Stage):
@@ -38,7 +38,7 @@ class Pairs(Stage):
     def rows_in(self, recipe: Recipe, tables: Tables) -> int:
         return tables["candidates"].rows
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         store = ctx.store
         prompts, candidates = store.read(tables["prompts"]), store.read(tables["candidates"])
@@ -48,7 +48,7 @@ class Pairs(Stage):
 
             generated = candidates.filter(~pl.col("generator").str.starts_with("dataset:"))
             built = build_pairs_counted(generated, scores, prompts=prompts, allow_empty=True, **config_of(recipe.pairs))
-            report.detail = dict(built.counts)
+            report.merge(built.stats)
             pairs = pl.concat([schema.conform(pairs, "pairs"), schema.conform(built.pairs, "pairs")]).unique(
                 "pair_id", keep="first", maintain_order=True
             )
@@ -64,7 +64,7 @@ class Pairs(Stage):
             scores = pl.concat([schema.conform(scores, "scores"), schema.conform(extra, "scores")])
         return {"pairs": pairs, "scores": scores}
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         report.rows_out = tables["pairs"].rows
 
 

@@ -13,7 +13,6 @@ from curation.stages.rounds import ROUND, round_of
 from curation.stages.stage import (
     RunContext,
     Stage,
-    StageReport,
     Tables,
     fingerprint,
     fingerprints,
@@ -21,6 +20,7 @@ from curation.stages.stage import (
     read_table,
     record_frame,
 )
+from curation.stats import Stats
 from curation.store import ArtifactRef
 
 
@@ -47,7 +47,7 @@ class Publish(Stage):
             return False
         return True
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         catalog = ctx.catalog()
         if recipe.publish.out:  # every check before the version is written: it is published once
@@ -68,13 +68,15 @@ class Publish(Stage):
             target = Path(recipe.publish.out or Path(ctx.catalog_root) / "exports" / info.ref.replace("@", "-")) / fmt
             exports[fmt] = str(catalog.export(info.ref, fmt, target))
         record = {"ref": info.ref, "path": str(info.path), "rows": info.rows, "fingerprint": info.fingerprint,
-                  "exports": exports}
+                  "exports": exports, "counts": dict(info.counts)}
         return {"publish": record_frame(record)}
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["publish"])
         report.rows_out = int(record["rows"])
         report.detail = {"version": record["ref"]}
+        for name in ("dropped", "flipped", "ties", "quarantined"):  # what publishing did to the selection
+            report.add(name, int(record.get("counts", {}).get(name, 0)))
 
 
 STAGE = Publish()

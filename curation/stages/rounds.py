@@ -14,7 +14,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from curation.recipe import Recipe
-from curation.stages.stage import RunContext, StageReport, Tables, fingerprint, produce, read_record, record_frame
+from curation.stages.stage import RunContext, Tables, fingerprint, produce, read_record, record_frame
+from curation.stats import Stats
 from curation.stages.train import policy_base
 
 ROUND = "round"  # the table key (and artifact name) of the round record
@@ -48,6 +49,6 @@ def start_round(index: int, recipe: Recipe, sources: Tables, previous: Tables, c
         "control_policy": str(merged_model(trained["control_model"])) if trained.get("control_model") else None,
     }
     fp = fingerprint(ROUND, index, previous["train"].fingerprint)
-    refs = produce(ctx, fp, {ROUND: (ROUND, None)}, lambda: {ROUND: record_frame(record)}, StageReport(ROUND),
+    refs = produce(ctx, fp, {ROUND: (ROUND, None)}, lambda: {ROUND: record_frame(record)}, Stats(stage=ROUND),
                    error=f"round {index}")
     return {**{k: v for k, v in sources.items() if k in SOURCE_TABLES}, ROUND: refs[ROUND]}

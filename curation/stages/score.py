@@ -9,7 +9,8 @@ import polars as pl
 from curation import schema
 from curation.recipe import Recipe
 from curation.stages.sharded import ShardedStage
-from curation.stages.stage import RunContext, StageReport, Tables, component_fingerprint, is_pairwise
+from curation.stages.stage import RunContext, Tables, component_fingerprint, is_pairwise
+from curation.stats import Stats
 from curation.store import ArtifactRef
 
 
@@ -29,7 +30,7 @@ class Score(ShardedStage):
     def context(self, recipe: Recipe) -> str:
         return f" ({', '.join(f'{c.kind}:{c.name}' for c in _pointwise(recipe))})"
 
-    def rows_in(self, recipe: Recipe | None, tables: Tables) -> int:
+    def combined_rows_in(self, tables: Tables) -> int:
         return tables["candidates"].rows
 
     def config_fingerprint(self, recipe: Recipe) -> Any:
@@ -39,7 +40,7 @@ class Score(ShardedStage):
         return (("candidates", tables["candidates"]),)
 
     def compute_shard(self, recipe: Recipe, prompts: pl.DataFrame, inputs: dict[str, ArtifactRef],
-                      ctx: RunContext, report: StageReport) -> pl.DataFrame:
+                      ctx: RunContext, report: Stats) -> pl.DataFrame:
         from curation.scorers import run_scorers
 
         candidates = ctx.store.read(inputs["candidates"])

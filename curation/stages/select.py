@@ -13,7 +13,6 @@ from curation.rows import version_rows
 from curation.stages.stage import (
     RunContext,
     Stage,
-    StageReport,
     Tables,
     component_fingerprint,
     config_of,
@@ -21,6 +20,7 @@ from curation.stages.stage import (
     fingerprints,
     read_table,
 )
+from curation.stats import Stats
 from curation.store import ArtifactStore
 
 
@@ -43,7 +43,7 @@ class Select(Stage):
     def rows_in(self, recipe: Recipe, tables: Tables) -> int:
         return tables["pairs"].rows
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         pool = pair_pool(ctx.store, tables)
         if not recipe.select:
@@ -56,11 +56,15 @@ class Select(Stage):
             decisions, summary = result.decisions, result.report
         return {"decisions": decisions, "select_report": pl.DataFrame({"report": [schema.dumps(summary)]})}
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         summary = json.loads(pl.read_parquet(tables["select_report"].path)["report"][0])
         report.rows_out = int(summary.get("kept", 0))
+        steps = summary.get("steps", [])
         report.detail = {"steps": [{k: s.get(k) for k in ("stage", "input", "kept", "reasons", "warnings", "naive_baseline")}
-                                   for s in summary.get("steps", [])]}
+                                   for s in steps]}
+        for step in steps:  # items dropped per step, by reason
+            for reason, n in (step.get("reasons") or {}).items():
+                report.add(f"{step['stage']} dropped: {reason}", int(n))
 
 
 STAGE = Select()

@@ -18,7 +18,6 @@ from curation.recipe import Recipe
 from curation.stages.stage import (
     RunContext,
     Stage,
-    StageReport,
     Tables,
     fingerprint,
     fingerprints,
@@ -26,6 +25,7 @@ from curation.stages.stage import (
     read_table,
     worker_name,
 )
+from curation.stats import Stats
 from curation.store import ArtifactRef
 
 
@@ -54,7 +54,10 @@ class ShardedStage(Stage):
         return ()
 
     def compute_shard(self, recipe: Recipe, prompts: pl.DataFrame, inputs: dict[str, ArtifactRef],
-                      ctx: RunContext, report: StageReport) -> pl.DataFrame:
+                      ctx: RunContext, report: Stats) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def combined_rows_in(self, tables: Tables) -> int:
         raise NotImplementedError
 
     def combined_rows_out(self, tables: Tables, out: Tables) -> int:
@@ -73,16 +76,16 @@ class ShardedStage(Stage):
             part = prompts.slice(start, shard_size)
             in_fp = schema.content_hash("shard", part["prompt_id"].to_list(), tables["prompts"].fingerprint)
             ref = produce(ctx, in_fp, {"prompts": (f"{self.name}.in", "prompts")}, lambda part=part: {"prompts": part},
-                          StageReport(f"{self.name}.in"), error=f"stage {self.name}")["prompts"]
+                          Stats(stage=f"{self.name}.in"), error=f"stage {self.name}")["prompts"]
             fp = fingerprint(self.name, "shard", config_fp, in_fp, [r.fingerprint for _, r in inputs])
             shards.append(Shard(self.name, i, fp, ref, inputs))
         return shards
 
-    def run_shard(self, shard: Shard, recipe: Recipe, ctx: RunContext) -> tuple[ArtifactRef, StageReport]:
+    def run_shard(self, shard: Shard, recipe: Recipe, ctx: RunContext) -> tuple[ArtifactRef, Stats]:
         """Compute one shard, or return its artifact when it already exists."""
         started = time.perf_counter()
         artifact = f"{self.name}.shard"
-        report = StageReport(artifact, shard.fingerprint, rows_in=shard.prompts.rows, shards=1)
+        report = Stats(stage=artifact, fingerprint=shard.fingerprint, rows_in=shard.prompts.rows, shards=1)
 
         def compute() -> dict[str, pl.DataFrame]:
             frame = self.compute_shard(recipe, ctx.store.read(shard.prompts), dict(shard.inputs), ctx, report)
@@ -97,21 +100,16 @@ class ShardedStage(Stage):
             report.seconds = time.perf_counter() - started
         return ref, report
 
-    def combine(self, shards: list[Shard], refs: list[ArtifactRef], reports: list[StageReport], tables: Tables,
-                ctx: RunContext) -> tuple[Tables, StageReport]:
+    def combine(self, shards: list[Shard], refs: list[ArtifactRef], reports: list[Stats], tables: Tables,
+                ctx: RunContext) -> tuple[Tables, Stats]:
         """Join the shard artifacts (plus what the sources brought) into the stage's table."""
         store, table = ctx.store, self.table
         fp = fingerprint(self.name, [s.fingerprint for s in shards], fingerprints(tables, table))
-        report = StageReport(self.name, fp, rows_in=self.rows_in(None, tables))  # type: ignore[arg-type]
+        report = Stats(stage=self.name, fingerprint=fp, rows_in=self.combined_rows_in(tables))
         workers = sorted({r.detail["worker"] for r in reports if "worker" in r.detail})
         report.detail = {"workers": workers} if workers else {}
         for r in reports:
-            report.shards += r.shards
-            report.shards_cached += r.shards_cached
-            report.calls += r.calls
-            report.cache_hits += r.cache_hits
-            report.tokens += r.tokens
-            report.seconds += r.seconds
+            report.merge(r)
 
         def compute() -> dict[str, pl.DataFrame]:
             frames = [read_table(store, tables, table)] + [store.read(r) for r in refs]
@@ -125,7 +123,7 @@ class ShardedStage(Stage):
 
 
 def run_sharded(stage: ShardedStage, recipe: Recipe, tables: Tables, ctx: RunContext,
-                shard_size: int = 256) -> tuple[Tables, StageReport]:
+                shard_size: int = 256) -> tuple[Tables, Stats]:
     """A sharded stage run in this process, one shard after the other."""
     shards = stage.plan(recipe, tables, ctx, shard_size)
     results = [stage.run_shard(s, recipe, ctx) for s in shards]

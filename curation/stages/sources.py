@@ -10,7 +10,8 @@ import polars as pl
 
 from curation import schema
 from curation.recipe import Recipe
-from curation.stages.stage import RunContext, Stage, StageError, StageReport, Tables, file_digest, fingerprint
+from curation.stages.stage import RunContext, Stage, StageError, Tables, file_digest, fingerprint
+from curation.stats import Stats
 
 log = logging.getLogger(__name__)
 TABLES = ("prompts", "candidates", "pairs", "scores", "quarantine")
@@ -31,7 +32,7 @@ class Sources(Stage):
             ids.append(spec)
         return fingerprint("sources", ids)
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         from curation.sources import read_source
 
@@ -55,7 +56,7 @@ class Sources(Stage):
             frames[n] = frame
         return frames
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         report.rows_out = tables["pairs"].rows or tables["prompts"].rows  # what the next stage works on
         report.detail = {n: tables[n].rows for n in TABLES}
 

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -21,6 +21,7 @@ import polars as pl
 
 from curation import schema
 from curation.recipe import Recipe
+from curation.stats import Stats
 from curation.store import ArtifactRef, ArtifactStore
 
 Tables = dict[str, ArtifactRef]
@@ -29,27 +30,6 @@ PIPELINE_VERSION = "1"  # bump when a stage's output for the same inputs changes
 
 class StageError(RuntimeError):
     """A stage failed: the message names the stage, the component and the cause."""
-
-
-@dataclass
-class StageReport:
-    """What one stage did: rows in and out, cache hits, model calls, tokens, time."""
-
-    stage: str
-    fingerprint: str = ""
-    rows_in: int = 0
-    rows_out: int = 0
-    cached: bool = False
-    shards: int = 0
-    shards_cached: int = 0
-    calls: int = 0
-    cache_hits: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -96,7 +76,7 @@ class Stage:
         return 0
 
     def compute(
-        self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport, run: Mapping[str, Any]
+        self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats, run: Mapping[str, Any]
     ) -> dict[str, pl.DataFrame]:
         """The new outputs (one frame per `outputs` key); counters go into `report`."""
         raise NotImplementedError
@@ -105,7 +85,7 @@ class Stage:
         """Whether existing outputs may be reused (publish checks the catalog still has the version)."""
         return True
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         """Fill `rows_out` and `detail` from the outputs (cached or fresh alike)."""
 
 
@@ -114,7 +94,7 @@ def produce(
     fp: str,
     outputs: Mapping[str, tuple[str, str | None]],
     compute: Callable[[], Mapping[str, pl.DataFrame]],
-    report: StageReport,
+    report: Stats,
     *,
     error: str,
     reusable: Callable[[Mapping[str, ArtifactRef]], bool] | None = None,
@@ -141,11 +121,11 @@ def produce(
 
 def execute(
     stage: Stage, recipe: Recipe, tables: Tables, ctx: RunContext, run: Mapping[str, Any] | None = None
-) -> tuple[Tables, StageReport]:
+) -> tuple[Tables, Stats]:
     """Run one (unsharded) stage through `produce`: the tables after it and its report."""
     started = time.perf_counter()
     fp = stage.fingerprint(recipe, tables, ctx)
-    report = StageReport(stage.name, fp, rows_in=stage.rows_in(recipe, tables))
+    report = Stats(stage=stage.name, fingerprint=fp, rows_in=stage.rows_in(recipe, tables))
     refs = produce(
         ctx, fp, stage.outputs, lambda: stage.compute(recipe, tables, ctx, report, run or {}), report,
         error=f"stage {stage.name}{stage.context(recipe)}", reusable=lambda r: stage.reusable(r, ctx),

@@ -16,12 +16,12 @@ from curation.stages.stage import (
     RunContext,
     Stage,
     StageError,
-    StageReport,
     Tables,
     fingerprint,
     read_record,
     record_frame,
 )
+from curation.stats import Stats
 from curation.store import ArtifactStore
 
 
@@ -86,7 +86,7 @@ class Train(Stage):
     def rows_in(self, recipe: Recipe, tables: Tables) -> int:
         return int(read_record(tables["publish"])["rows"])
 
-    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: StageReport,
+    def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
         from curation.train import train
 
@@ -104,7 +104,7 @@ class Train(Stage):
             record.update(control_model=str(ctl.path), control_rows=rows.height, control_metrics=ctl.metrics)
         return {"train": record_frame(record)}
 
-    def summarize(self, recipe: Recipe, tables: Tables, report: StageReport) -> None:
+    def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["train"])
         report.rows_out = 1 + ("control_model" in record)
         report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows")}

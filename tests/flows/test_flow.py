@@ -50,6 +50,31 @@ def test_curate_run_until_then_resume_then_unchanged(tmp_path, shared_data):
     assert all(s["cached"] for s in again["stages"]) and again["version"] == "flow-small@v1"
     assert open_catalog(catalog).versions("flow-small").height == 1
 
+    # every run's stats: in the catalog with the run, and as Prefect artifacts of its flow run
+    runs = open_catalog(catalog).runs()
+    assert set(runs["run_id"]) == {summary["run_id"], full["run_id"], again["run_id"]}
+    recorded = json.loads(runs.filter(runs["run_id"] == full["run_id"])["stats"][0])
+    assert list(recorded) == ["sources", "pairs", "select", "publish"] and recorded["publish"]["detail"]["version"] == "flow-small@v1"
+    table, markdown = _artifacts("curate-run-stats"), _artifacts("curate-run-summary")
+    assert [row["stage"] for row in json.loads(table[0].data)] == ["sources", "pairs", "select", "publish"]
+    assert again["run_id"] in markdown[0].data and "flow-small@v1" in markdown[0].data
+
+
+def _artifacts(key: str) -> list:
+    """The flow's artifacts under `key`, newest first, read back from the Prefect API."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                               sort=ArtifactSort.CREATED_DESC)
+
+    return asyncio.run(read())
+
 
 def test_bad_recipe_fails_before_prefect_starts(tmp_path):
     bad = tmp_path / "bad.yaml"

@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from curation import schema
 from curation.generate import GENERATORS, GenerationError, GeneratorConfig, build_generator, run_generation
-from curation.generate.base import GenerationStats, Request, SamplingParams, apply_length_rule, check_prompts, resolve_model
+from curation.generate.base import Request, SamplingParams, apply_length_rule, check_prompts, resolve_model
+from curation.stats import Stats
 from tests.generate.conftest import make_prompts
 
 
@@ -78,7 +79,7 @@ def test_missing_model_fails_before_any_loading(tmp_path):
 
 
 def test_duplicate_prompts_are_generated_once():
-    stats = GenerationStats()
+    stats = Stats()
     frame = make_prompts(["a", "b", "a"])
     rows = check_prompts(frame, stats)
     assert [r["prompt_id"] for r in rows] == [frame["prompt_id"][0], frame["prompt_id"][1]]
@@ -123,6 +124,6 @@ def test_max_tokens_larger_than_context_is_an_error(tiny_chat):
 
 
 def test_stats_summary_names_the_costs():
-    text = GenerationStats(calls=3, cache_hits=5, tokens=70, errors=1, failed_calls=1, prompts=2, candidates=8).summary()
+    text = Stats(calls=3, cache_hits=5, tokens=70, errors=1, failed_calls=1, prompts=2, candidates=8).summary()
     assert "3 calls" in text and "5 cache hits" in text and "70 tokens" in text and "1 rows with errors" in text
-    assert json.dumps(GenerationStats().__dict__)  # plain numbers, for run records
+    assert json.dumps(Stats().__dict__)  # plain numbers, for run records
