@@ -27,7 +27,10 @@ from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext
 from curation.selectors.pair_features import log_length
-from curation.selectors.stacked_bt import cross_fitted_length_margins, expected_calibration_error
+from curation.selectors.stacked_bt import (
+    cross_fitted_length_margins,
+    expected_calibration_error,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -42,7 +42,13 @@ import polars as pl
 from pydantic import Field
 
 from curation.selectors import SELECTORS
-from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
+from curation.selectors.base import (
+    SelectionContext,
+    SelectionError,
+    Selector,
+    SelectorConfig,
+    decisions,
+)
 from curation.selectors.bt_head import fold_assignment
 
 log = logging.getLogger(__name__)

@@ -15,14 +15,14 @@ import numpy as np
 
 _WORD = re.compile(r"\w+")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
-_BULLET = re.compile(r"^\s*[-*•+]\s", re.M)
-_NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.M)
-_HEADER = re.compile(r"^\s*#{1,6}\s", re.M)
+_BULLET = re.compile(r"^\s*[-*•+]\s", re.MULTILINE)
+_NUMBERED = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)
+_HEADER = re.compile(r"^\s*#{1,6}\s", re.MULTILINE)
 _REFUSAL = re.compile(
     r"\b(sorry|apologi[sz]e|cannot|can't|can not|unable to|not able to|won't|as an ai|language model|"
     r"inappropriate|not appropriate|illegal|unethical|harmful|dangerous|i don't think|i do not think|"
     r"i'm not sure|i am not sure|i don't know|i do not know|instead|please don't|not okay)\b",
-    re.I,
+    re.IGNORECASE,
 )
 
 FEATURES = (
