@@ -150,11 +150,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _sha256(path: Path, full: bool = False) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest() if full else h.hexdigest()[: schema.ID_HEX_CHARS]
+    digest = schema.file_hash(path)
+    return digest if full else digest[: schema.ID_HEX_CHARS]
 
 
 def _pid_alive(pid: int) -> bool:

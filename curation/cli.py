@@ -89,7 +89,6 @@ def _options(
     _DEBUG["on"] = debug
 
 
-DEFAULT_CATALOG = "catalogs/default"
 CatalogOption = typer.Option(
     None, "--catalog", help="Catalog folder [default: $CURATE_CATALOG or ./catalogs/default]"
 )
@@ -123,7 +122,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 def catalog_path(catalog: str | None) -> Path:
-    return Path(catalog or os.environ.get("CURATE_CATALOG") or DEFAULT_CATALOG)
+    from curation.catalog import DEFAULT_CATALOG, DEFAULT_CATALOG_ENV
+
+    return Path(catalog or os.environ.get(DEFAULT_CATALOG_ENV) or DEFAULT_CATALOG)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

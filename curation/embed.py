@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from curation.models import model_fingerprint
+
 log = logging.getLogger("curation.embed")
 
 _MODELS: dict[tuple[str, str], Any] = {}  # loaded once per process
@@ -49,20 +51,6 @@ def default_model() -> str:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("CURATE_EMBED_CACHE") or Path.home() / ".cache" / "curate" / "embeddings")
-
-
-def model_fingerprint(model_dir: str | os.PathLike) -> str:
-    """Hash of a model folder's small files (configs, tokenizer) and the names and sizes of the
-    large ones (weights): cheap, and changes whenever the model does."""
-    root = Path(model_dir)
-    h = hashlib.sha256()
-    for p in sorted(q for q in root.rglob("*") if q.is_file()):
-        rel = p.relative_to(root).as_posix()
-        size = p.stat().st_size
-        h.update(f"{rel}\0{size}\0".encode())
-        if size <= 1_000_000:
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def text_key(text: str) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import importlib
 import os
 import pkgutil
-import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
+from curation.models import is_hub_id
 from curation.schema import content_hash, fingerprint
 
 T = TypeVar("T")
@@ -129,9 +129,6 @@ class Registry(Generic[T]):
 # ---------------------------------------------------------------- paths in configurations
 
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
 def resolve_local_path(value: str, base_dir: Path, planned: set[str] = frozenset(), must_exist: bool = True) -> str:
     """A path from a recipe, made absolute against the recipe's folder.
 
@@ -146,7 +143,7 @@ def resolve_local_path(value: str, base_dir: Path, planned: set[str] = frozenset
         return str(path)
     if not must_exist:
         return value
-    looks_like_hub_id = _HUB_ID.fullmatch(value) is not None and not value.startswith((".", "/", "~"))
+    looks_like_hub_id = is_hub_id(value)
     if looks_like_hub_id and os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false"):
         return value
     raise ValueError(

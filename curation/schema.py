@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import unicodedata
 from typing import Any, Iterable, Mapping, Sequence
@@ -180,6 +181,24 @@ def content_hash(*parts: Any) -> str:
     """Stable hex hash of JSON-serialisable parts (order matters, dict keys do not)."""
     payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:ID_HEX_CHARS]
+
+
+def file_hash(path: str | os.PathLike, *, sample_over: int | None = None) -> str:
+    """sha256 (hex) of a file's bytes, streamed. Past `sample_over` bytes: of its size and three
+    1 MiB samples (head, middle, tail) instead, cheap for model weights and still changed by any
+    retraining. The one file-hashing rule (sources, manifests, model folders)."""
+    size = os.path.getsize(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if sample_over is None or size <= sample_over:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        else:
+            h.update(str(size).encode())
+            for offset in (0, size // 2, size - (1 << 20)):
+                f.seek(offset)
+                h.update(f.read(1 << 20))
+    return h.hexdigest()
 
 
 def prompt_id(messages: Sequence[Mapping[str, str]]) -> str:

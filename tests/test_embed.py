@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation.embed import EmbeddingStore, Embedder, model_fingerprint, text_keys
+from curation.embed import EmbeddingStore, Embedder, text_keys
+from curation.models import model_fingerprint
 
 TEXTS = [
     "How do I bake banana bread?",

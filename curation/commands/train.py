@@ -21,7 +21,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from curation.catalog import CatalogError
     from curation.sources import SourceError
     from curation.train.data import TrainDataError
-    from curation.train.models import ModelError
+    from curation.models import ModelError
 
     return (CatalogError, SourceError, TrainDataError, ModelError, ValidationError, ValueError)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from pydantic import Field, model_validator
 
 from curation import schema
 from curation.registry import Component, ComponentConfig
+from curation.models import is_hub_id, model_fingerprint
 from curation.stats import Stats
 
 if TYPE_CHECKING:
@@ -264,9 +264,6 @@ def check_prompts(prompts: pl.DataFrame, stats: Stats) -> list[dict[str, Any]]:
 
 # ------------------------------------------------ local models (vllm, transformers)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
 class LocalModelGenerator(Generator):
     """A backend that loads a model folder in this process (vllm, transformers)."""
 
@@ -276,8 +273,6 @@ class LocalModelGenerator(Generator):
     def model_identity(self) -> str:
         """A fingerprint of the folder's files, so a model saved in place gets new candidate ids."""
         if not hasattr(self, "_identity"):
-            from curation.generate.cache import model_fingerprint
-
             self._identity = model_fingerprint(resolve_model(self.config.model))
         return self._identity
 
@@ -294,7 +289,7 @@ def resolve_model(model: str) -> Path:
         if not (path / "config.json").is_file():
             raise GenerationError(f"model {model!r} is not a model: {path / 'config.json'} is missing")
         return path.resolve()
-    if _HUB_ID.match(model):
+    if is_hub_id(model):
         from huggingface_hub import snapshot_download
 
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")

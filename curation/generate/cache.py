@@ -18,44 +18,9 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-from curation import schema
 from curation.generate.base import Completion, Request
 
 CACHE_FILE = "generations.sqlite"
-_FULL_HASH_LIMIT = 64 * 2**20  # hash files up to this size whole; larger ones by size and samples
-_SAMPLE = 2**20
-_file_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    memo = (str(path), st.st_size, st.st_mtime_ns)
-    if memo not in _file_hashes:
-        h = hashlib.sha256(str(st.st_size).encode())
-        with path.open("rb") as f:
-            if st.st_size <= _FULL_HASH_LIMIT:
-                for block in iter(lambda: f.read(2**22), b""):
-                    h.update(block)
-            else:  # head, middle and tail: any retrained weights differ there
-                for offset in (0, st.st_size // 2, st.st_size - _SAMPLE):
-                    f.seek(offset)
-                    h.update(f.read(_SAMPLE))
-        _file_hashes[memo] = h.hexdigest()
-    return _file_hashes[memo]
-
-
-def model_fingerprint(model_dir: str | os.PathLike) -> str:
-    """Hash of a model folder's config, tokenizer and weights; the same model copied elsewhere hashes the same."""
-    root = Path(model_dir)
-    parts = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel.startswith(".") or "/." in rel:
-            continue
-        parts.append([rel, _file_digest(path)])
-    return schema.content_hash("model", parts)
-
-
 class RequestCache:
     """Completions by request key, in `<cache_dir>/generations.sqlite`."""
 

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 
 from curation import schema
+from curation.models import model_fingerprint
 from curation.registry import Component, ComponentConfig
 from curation.rows import with_texts
 from curation.scorers.fitness import FitnessThreshold, require_fitness
@@ -116,8 +117,6 @@ def check_model_path(path: str, field: str, owner: str) -> Path:
 
 def local_model_identity(*paths: str) -> str:
     """Hash of the files of local model folders: weights saved in place change it."""
-    from curation.generate.cache import model_fingerprint
-
     return schema.content_hash("models", [model_fingerprint(p) for p in paths])
 
 

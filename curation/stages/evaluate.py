@@ -47,7 +47,7 @@ def _prompts_fp(cfg: Mapping[str, Any]) -> str | None:
 def _evaluate_model(model: str, held_out: str | None, cfg: dict[str, Any], ctx: RunContext, label: str) -> dict[str, Any]:
     """One model's metrics and per-prompt outcomes, computed once per model content and config."""
     from curation.train.evaluate import evaluate
-    from curation.train.models import model_fingerprint
+    from curation.models import model_fingerprint
 
     fp = fingerprint("evaluate.model", model_fingerprint(model), cfg, _prompts_fp(cfg), held_out)
 

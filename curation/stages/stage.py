@@ -9,7 +9,6 @@ compute only says what is new; it never checks the cache or writes files itself.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -168,11 +167,8 @@ def fingerprints(tables: Mapping[str, ArtifactRef], *names: str) -> list[str | N
 
 
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    """A source or prompts file by its content (moving it changes nothing)."""
+    return schema.file_hash(path)[:16]
 
 
 def is_pairwise(score_config: Any) -> bool:

@@ -29,7 +29,8 @@ import polars as pl
 from curation import schema
 from curation.train.config import EvaluateConfig
 from curation.train.data import PairData, TrainDataError, drop_ties, load_pairs
-from curation.train.models import ModelError, check_model_dir, is_adapter, read_run_info
+from curation.models import ModelError, check_model_dir
+from curation.train.models import is_adapter, read_run_info
 
 log = logging.getLogger(__name__)
 

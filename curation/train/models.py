@@ -1,4 +1,5 @@
-"""Model folders: checks before loading weights, fingerprints, and the run folder's metadata.
+"""Training run folders: tokenizer checks before loading weights, and the run folder's metadata
+(folder checks and fingerprints are curation.models').
 
 A run folder written by `curate train` holds the final model (or LoRA adapter), its tokenizer,
 TRL checkpoints, and `curate_run.json` (method, base model, data, config, metrics), which is how
@@ -7,25 +8,11 @@ TRL checkpoints, and `curate_run.json` (method, base model, data, config, metric
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-RUN_FILE = "curate_run.json"
-
-
-class ModelError(ValueError):
-    """A model folder is missing or unfit; the message names the folder and the fix."""
-
-
-def check_model_dir(path: str | Path, *, role: str = "model") -> Path:
-    p = Path(path)
-    if not p.exists():
-        raise ModelError(f"{role} path {str(p)!r} does not exist; pass a local model folder (config.json + weights)")
-    if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
-        raise ModelError(f"{role} folder {str(p)!r} has no config.json or adapter_config.json: not a model folder")
-    return p
+from curation.models import RUN_FILE, ModelError
 
 
 def check_tokenizer(path: str | Path, *, need_chat_template: bool = True) -> Any:
@@ -47,27 +34,6 @@ def check_tokenizer(path: str | Path, *, need_chat_template: bool = True) -> Any
             "(for example to the end-of-text token)"
         )
     return tok
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """Cheap content fingerprint of a model folder: configs in full, weight files by size and edges."""
-    p = Path(path)
-    h = hashlib.sha256()
-    for f in sorted(p.iterdir()):
-        if not f.is_file() or f.name == RUN_FILE:
-            continue
-        h.update(f.name.encode())
-        if f.suffix in (".json", ".jinja", ".txt", ".model"):
-            h.update(f.read_bytes())
-        else:
-            size = f.stat().st_size
-            h.update(str(size).encode())
-            with f.open("rb") as fh:
-                h.update(fh.read(1 << 20))
-                if size > 1 << 20:
-                    fh.seek(max(size - (1 << 20), 0))
-                    h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
 
 
 def write_run_info(out: Path, info: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from curation import schema
-from curation.train.models import model_fingerprint
+from curation.models import model_fingerprint
 
 COLUMNS = ("pair_id", "ref_chosen_logps", "ref_rejected_logps")
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from curation.train.config import TrainConfig
-from curation.train.models import check_model_dir, is_adapter
+from curation.models import check_model_dir
+from curation.train.models import is_adapter
 
 
 @dataclass

@@ -25,7 +25,8 @@ import polars as pl
 
 from curation.train.config import TrainConfig
 from curation.train.data import PairData, TrainDataError, check_for_method, load_pairs, to_trl
-from curation.train.models import ModelError, check_model_dir, check_tokenizer, write_run_info
+from curation.models import ModelError, check_model_dir
+from curation.train.models import check_tokenizer, write_run_info
 
 log = logging.getLogger(__name__)
 

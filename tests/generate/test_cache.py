@@ -10,7 +10,8 @@ import pytest
 from curation import schema
 from curation.generate import run_generation
 from curation.generate.base import Completion, Request, SamplingParams
-from curation.generate.cache import RequestCache, model_fingerprint
+from curation.generate.cache import RequestCache
+from curation.models import model_fingerprint
 from tests.generate.conftest import make_prompts
 
 
