@@ -103,15 +103,20 @@ def _step_load_big(root: str, out: str, q: mp.Queue) -> None:
     cat = open_catalog(root)
     res = {}
     tracemalloc.start()
-    t = time.perf_counter(); df = cat.load("big"); res["load_polars_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    df = cat.load("big")
+    res["load_polars_s"] = time.perf_counter() - t
     res["load_polars_rows"] = df.height
     res["load_polars_python_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
     del df
-    t = time.perf_counter(); ds = cat.load("big:train", as_="hf"); res["load_hf_train_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ds = cat.load("big:train", as_="hf")
+    res["load_hf_train_s"] = time.perf_counter() - t
     res["load_hf_train_rows"] = len(ds)
     del ds
-    t = time.perf_counter(); cat.load("big", as_="duckdb").aggregate("count(*), avg(margin)").fetchall()
+    t = time.perf_counter()
+    cat.load("big", as_="duckdb").aggregate("count(*), avg(margin)").fetchall()
     res["duckdb_count_avg_s"] = time.perf_counter() - t
     t = time.perf_counter()
     cat.sql("SELECT dataset, version, split, count(*) AS n, avg(margin) AS m FROM pairs GROUP BY ALL")
@@ -135,7 +140,9 @@ def _step_many_versions(root: str, n_versions: int, q: mp.Queue) -> None:
     for i in range(n_versions):
         cat.publish(f"ds{i % 10}", tables)
     elapsed = time.perf_counter() - t
-    t = time.perf_counter(); n = cat.sql("SELECT count(*) AS n FROM pairs")["n"][0]; sql_s = time.perf_counter() - t
+    t = time.perf_counter()
+    n = cat.sql("SELECT count(*) AS n FROM pairs")["n"][0]
+    sql_s = time.perf_counter() - t
     q.put({"publish_total_s": elapsed, "publish_each_ms": 1000 * elapsed / n_versions, "sql_count_all_versions_s": sql_s,
            "sql_rows": int(n), "peak_rss_mb": _rss_mb()})
 

@@ -13,14 +13,13 @@ Default model: the tiny offline chat model from curation.testing (on a GPU, pass
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import argparse
 import gzip
 import json
 import platform
 import tempfile
 import time
+from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).resolve().parent / "results" / "generate.json"

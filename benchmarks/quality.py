@@ -38,14 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from curation.selectors.pair_features import log_length
-from curation.selectors.stacked_bt import cross_fitted_length_margins
 
 from curation import schema
 from curation.rows import apply_flips
 from curation.select import apply_selectors
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, default_embedder
+from curation.selectors.pair_features import log_length
+from curation.selectors.stacked_bt import cross_fitted_length_margins
 from curation.train.data import drop_ties, load_pairs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,16 +22,15 @@ Writes benchmarks/results/selection.json.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import argparse
 import json
 import multiprocessing as mp
 import os
 import platform
 import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 

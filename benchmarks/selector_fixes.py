@@ -164,8 +164,8 @@ def controls(pool, ctx) -> list[dict]:
 
 
 def main() -> None:
-    from curation.selectors.base import SelectionContext, SelectionError, default_embedder
     from curation.selectors import SELECTORS
+    from curation.selectors.base import SelectionContext, SelectionError, default_embedder
 
     pool = load_slice()
     ctx = SelectionContext("pair_id", embed=default_embedder())

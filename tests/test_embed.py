@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from curation.embed import EmbeddingStore, Embedder, text_keys
+from curation.embed import Embedder, EmbeddingStore, text_keys
 from curation.models import model_fingerprint
 
 TEXTS = [

@@ -5,7 +5,6 @@ import pytest
 
 from curation.recipe import RecipeError, load_recipe
 
-
 EXAMPLE = """\
 name: hh-curated
 sources:

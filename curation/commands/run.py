@@ -12,7 +12,18 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, setup_logging, warn
+from curation.cli import (
+    CatalogOption,
+    JsonOption,
+    app,
+    catalog_path,
+    console,
+    err_console,
+    fail,
+    print_json,
+    setup_logging,
+    warn,
+)
 
 RunnerOption = typer.Option("local", "--runner", help="Where mapped stages run: local (threads), dask or ray.")
 AddressOption = typer.Option(

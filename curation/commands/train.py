@@ -19,9 +19,9 @@ def _errors() -> tuple[type[Exception], ...]:
     from pydantic import ValidationError
 
     from curation.catalog import CatalogError
+    from curation.models import ModelError
     from curation.sources import SourceError
     from curation.train.data import TrainDataError
-    from curation.models import ModelError
 
     return (CatalogError, SourceError, TrainDataError, ModelError, ValidationError, ValueError)
 

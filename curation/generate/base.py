@@ -21,8 +21,8 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from curation import schema
-from curation.registry import Component, ComponentConfig
 from curation.models import is_hub_id, model_fingerprint
+from curation.registry import Component, ComponentConfig
 from curation.stats import Stats
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from curation.registry import Registry
 
 SCORERS: Registry = Registry("scorer", "curation.scorers")
 
-from curation.scorers.base import (  # after SCORERS: scorer modules import it
+from curation.scorers.base import (  # noqa: E402 - after SCORERS: scorer modules import it
     Scorer,
     ScorerConfig,
     ScorerError,

@@ -10,9 +10,8 @@ over-conservative batched variant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl

@@ -9,9 +9,8 @@ the spec's toolkit defaults until verified, and every one of them is a config fi
 
 from __future__ import annotations
 
-from typing import Literal
-
 import logging
+from typing import Literal
 
 import numpy as np
 import polars as pl

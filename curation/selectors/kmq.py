@@ -13,10 +13,9 @@ next round's additions, drawn uniformly from each cluster's unselected members.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Literal
-
-import logging
 
 import numpy as np
 import polars as pl

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import heapq
 import json
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import logging
 
 import numpy as np
 import polars as pl

@@ -16,10 +16,9 @@ items far from their centre are drawn more often.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
-
-import logging
 
 import numpy as np
 import polars as pl

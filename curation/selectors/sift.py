@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-
-import logging
 
 import numpy as np
 import polars as pl

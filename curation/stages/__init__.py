@@ -39,8 +39,8 @@ from curation.stages.stage import (
     produce,
     read_record,
 )
-from curation.stats import Stats
 from curation.stages.train import random_control
+from curation.stats import Stats
 
 
 def load(recipe_path) -> Recipe:

@@ -46,8 +46,8 @@ def _prompts_fp(cfg: Mapping[str, Any]) -> str | None:
 
 def _evaluate_model(model: str, held_out: str | None, cfg: dict[str, Any], ctx: RunContext, label: str) -> dict[str, Any]:
     """One model's metrics and per-prompt outcomes, computed once per model content and config."""
-    from curation.train.evaluate import evaluate
     from curation.models import model_fingerprint
+    from curation.train.evaluate import evaluate
 
     fp = fingerprint("evaluate.model", model_fingerprint(model), cfg, _prompts_fp(cfg), held_out)
 

@@ -7,8 +7,8 @@ from typing import Any
 import polars as pl
 
 from curation.recipe import Recipe
-from curation.stages.sharded import ShardedStage
 from curation.stages.rounds import ROUND
+from curation.stages.sharded import ShardedStage
 from curation.stages.stage import RunContext, Tables, component_fingerprint, read_record
 from curation.stats import Stats
 from curation.store import ArtifactRef

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 from curation.recipe import Recipe
 from curation.stages.stage import RunContext, Tables, fingerprint, produce, read_record, record_frame
-from curation.stats import Stats
 from curation.stages.train import policy_base
+from curation.stats import Stats
 
 ROUND = "round"  # the table key (and artifact name) of the round record
 SOURCE_TABLES = ("prompts", "candidates", "pairs", "scores", "quarantine")

@@ -27,9 +27,9 @@ from typing import Any
 import polars as pl
 
 from curation import schema
+from curation.models import ModelError, check_model_dir
 from curation.train.config import EvaluateConfig
 from curation.train.data import PairData, TrainDataError, drop_ties, load_pairs
-from curation.models import ModelError, check_model_dir
 from curation.train.models import is_adapter, read_run_info
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.train.config import TrainConfig
 from curation.models import check_model_dir
+from curation.train.config import TrainConfig
 from curation.train.models import is_adapter
 
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import polars as pl
 
+from curation.models import ModelError, check_model_dir
 from curation.train.config import TrainConfig
 from curation.train.data import PairData, TrainDataError, check_for_method, load_pairs, to_trl
-from curation.models import ModelError, check_model_dir
 from curation.train.models import check_tokenizer, write_run_info
 
 log = logging.getLogger(__name__)

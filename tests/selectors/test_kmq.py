@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from curation.selectors import SELECTORS
 from curation import schema
+from curation.selectors import SELECTORS
 from curation.selectors._kmeans import choose_k, kmeans
 from curation.selectors.base import SelectionError
 from curation.selectors.kmq import allocate, kmq_sample, refine

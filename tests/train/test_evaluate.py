@@ -10,7 +10,13 @@ import pytest
 
 from curation import schema
 from curation.train import evaluate, train
-from curation.train.evaluate import bootstrap_interval, calibration, length_controlled_win_rate, pairwise_accuracy, pass_at_k
+from curation.train.evaluate import (
+    bootstrap_interval,
+    calibration,
+    length_controlled_win_rate,
+    pairwise_accuracy,
+    pass_at_k,
+)
 
 
 def test_calibration_by_hand():

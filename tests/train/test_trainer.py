@@ -93,7 +93,7 @@ def test_each_method_runs(settings, tiny_chat, hh_rows, tmp_path, fast):
     res = train(hh_rows, model=str(tiny_chat), out=str(tmp_path / "run"),
                 **{**fast, **settings, "precompute_ref": False})
     losses = [h["loss"] for h in res.log_history if "loss" in h]
-    assert len(losses) == 2 and all(l == l and abs(l) < 1e4 for l in losses)  # finite, not NaN
+    assert len(losses) == 2 and all(x == x and abs(x) < 1e4 for x in losses)  # finite, not NaN
     assert res.metrics["steps"] == 2 and res.model_id is None  # a frame has no version to record against
     assert (res.path / "model.safetensors").is_file()
 
