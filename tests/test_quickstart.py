@@ -109,3 +109,14 @@ def test_quickstart_end_to_end(tmp_path):
     again = curate_run()
     assert all(s["cached"] for s in again["stages"])
     assert sum(s["calls"] for s in again["stages"]) == 0 and again["version"] == "quickstart-addition@v1"
+
+
+def test_closed_loop_recipe_evaluates_on_problems_its_policy_never_saw():
+    from curation.recipe import load_recipe
+
+    recipe = load_recipe(EXAMPLES / "closed-loop.yaml")
+    assert recipe.rounds == 2 and recipe.evaluate.control and recipe.evaluate.win_rate_prompts == 500
+    heldout = Path(recipe.evaluate.prompts)
+    assert heldout.name == "addition-heldout-500.jsonl" and len(heldout.read_text().splitlines()) == 500
+    policy = next(m for m in recipe.models if m.build == "quickstart_policy")
+    assert policy.options["heldout"] == qs.CLOSED_LOOP_HELDOUT[0]
