@@ -142,7 +142,7 @@ class _Builder:
     def __init__(self, label: str, det: Detection, default_source: str, forced_source: str | None) -> None:
         self.label = label
         self.det = det
-        self.adapter = ADAPTERS[det.format]
+        self.read = ADAPTERS[det.format].read
         self.default_source = default_source
         self.forced_source = forced_source
         self.counts: dict[str, int] = dict.fromkeys(("rows_read", *PARTITION, "ties"), 0)
@@ -172,7 +172,7 @@ class _Builder:
             self._quarantine(raw.line, "(row)", f"wrong type: a row must be an object, got {type(raw.value).__name__}", raw.value)
             return
         try:
-            record = self.adapter(raw.value, self.det)
+            record = self.read(raw.value, self.det)
         except RowError as exc:
             self._quarantine(raw.line, exc.field, exc.reason, raw.value)
             return

@@ -18,9 +18,6 @@ from typing import Any, Callable, Iterable
 from curation.schema import check_messages, text_to_messages, user_prompt
 
 HH_ASSISTANT = "\n\nAssistant:"
-PAIR_FORMATS = ("corpus", "hh_rlhf", "trl_standard", "trl_conversational", "curate")
-RATED_FORMATS = ("ultrafeedback", "distilabel", "kto")
-FORMATS = (*PAIR_FORMATS, *RATED_FORMATS, "prompts")
 PROMPT_FIELDS = ("messages", "prompt", "instruction", "question")
 DETECT_ROWS = 50
 
@@ -511,16 +508,7 @@ def _prompt_value(value: Any, name: str) -> list[dict[str, str]]:
     return text_prompt(_str_prompt(value, name), name)
 
 
-ADAPTERS: dict[str, Callable[[dict, Detection], Any]] = {
-    **{f: pair_record for f in PAIR_FORMATS},
-    "ultrafeedback": ultrafeedback_record,
-    "distilabel": distilabel_record,
-    "kto": kto_record,
-    "prompts": prompt_record,
-}
-
-
-# ---------------------------------------------------------------- detection
+# ---------------------------------------------------------------- formats: how each is recognised and read
 
 
 def _vote_kind(value: Any) -> str | None:
@@ -530,6 +518,112 @@ def _vote_kind(value: Any) -> str | None:
     if isinstance(value, list) and value and all(isinstance(t, dict) and "role" in t and "content" in t for t in value):
         return "messages"
     return None
+
+
+def _is_pair(row: dict) -> bool:
+    return "chosen" in row or "rejected" in row
+
+
+def _pair_kind(row: dict) -> str | None:
+    return _vote_kind(row.get("chosen")) or _vote_kind(row.get("rejected"))
+
+
+def _cols(row: dict) -> str:
+    return ", ".join(sorted(map(str, row.keys()))[:12])
+
+
+def _variant(row: dict) -> str:
+    return "explicit" if "prompt" in row else "implicit"
+
+
+def _detect_curate(row: dict) -> Detection | None:
+    kind = _pair_kind(row)
+    if _is_pair(row) and "pair_id" in row and kind:
+        return Detection("curate", _variant(row), kind, f"columns pair_id, chosen, rejected: a curate version or export (columns: {_cols(row)})")
+    return None
+
+
+def _detect_keys(name: str, keys: set[str], reason: str) -> Callable[[dict], Detection | None]:
+    """A format recognised by a set of columns alone."""
+    return lambda row: Detection(name, "", "", reason) if keys <= row.keys() else None
+
+
+def _detect_corpus(row: dict) -> Detection | None:
+    if _is_pair(row) and _pair_kind(row) == "string" and _vote_kind(row.get("messages")) == "messages":
+        return Detection("corpus", "explicit", "string", f"messages (list) with string chosen/rejected: the shared corpus schema (columns: {_cols(row)})")
+    return None
+
+
+def _detect_trl_conversational(row: dict) -> Detection | None:
+    if _is_pair(row) and _pair_kind(row) == "messages":
+        variant = _variant(row)
+        how = "an explicit prompt column" if variant == "explicit" else "no prompt column (the shared leading turns are the prompt)"
+        return Detection("trl_conversational", variant, "messages", f"chosen/rejected are message lists with {how}: TRL conversational preference")
+    return None
+
+
+def _detect_hh_rlhf(row: dict) -> Detection | None:
+    if _is_pair(row) and _pair_kind(row) == "string" and "prompt" not in row:
+        text = row.get("chosen") if isinstance(row.get("chosen"), str) else row.get("rejected")
+        if HH_ASSISTANT in text:
+            return Detection("hh_rlhf", "implicit", "string", "chosen/rejected are whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts: hh-rlhf")
+    return None
+
+
+def _detect_trl_standard(row: dict) -> Detection | None:
+    if _is_pair(row) and _pair_kind(row) == "string":
+        if "prompt" in row:
+            return Detection("trl_standard", "explicit", "string", "string prompt, chosen, rejected: TRL standard preference, explicit prompt")
+        return Detection("trl_standard", "implicit", "string", "string chosen/rejected without a prompt column: TRL standard preference, implicit prompt")
+    return None
+
+
+def _detect_prompts(row: dict) -> Detection | None:
+    if _is_pair(row):  # a row with only one of chosen/rejected is a broken pair, never a prompt
+        return None
+    for name in PROMPT_FIELDS:
+        value = row.get(name)
+        if isinstance(value, str) or _vote_kind(value) == "messages":
+            return Detection("prompts", "", "", f"column {name!r} and no chosen/rejected: prompts only (other columns go to prompt meta)")
+    return None
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """One source format: how a row of it is recognised (`detect`, tried in `priority` order,
+    lowest first) and read (`read`). A new format is one entry in SOURCE_FORMATS."""
+
+    name: str
+    detect: Callable[[dict], Detection | None]
+    read: Callable[[dict, Detection], Any]
+    priority: int
+    pairs: bool = False  # rows are chosen/rejected pairs (a given format's variant and kind come from detection)
+
+
+SOURCE_FORMATS: tuple[SourceFormat, ...] = (
+    SourceFormat("corpus", _detect_corpus, pair_record, priority=50, pairs=True),
+    SourceFormat("hh_rlhf", _detect_hh_rlhf, pair_record, priority=70, pairs=True),
+    SourceFormat("trl_standard", _detect_trl_standard, pair_record, priority=80, pairs=True),
+    SourceFormat("trl_conversational", _detect_trl_conversational, pair_record, priority=60, pairs=True),
+    SourceFormat("curate", _detect_curate, pair_record, priority=10, pairs=True),
+    SourceFormat("ultrafeedback", _detect_keys("ultrafeedback", {"completions", "instruction"},
+                 "columns instruction and completions (list of {model, response, overall_score}): raw UltraFeedback"),
+                 ultrafeedback_record, priority=20),
+    SourceFormat("distilabel", _detect_keys("distilabel", {"instruction", "generations", "ratings"},
+                 "columns instruction, generations, ratings: distilabel UltraFeedback-task output"),
+                 distilabel_record, priority=40),
+    SourceFormat("kto", _detect_keys("kto", {"prompt", "completion", "label"},
+                 "columns prompt, completion, label: unpaired (KTO) rows; pairs are rebuilt per prompt from labels 1/0"),
+                 kto_record, priority=30),
+    SourceFormat("prompts", _detect_prompts, prompt_record, priority=90),
+)
+ADAPTERS: dict[str, SourceFormat] = {f.name: f for f in SOURCE_FORMATS}
+FORMATS = tuple(ADAPTERS)
+PAIR_FORMATS = tuple(f.name for f in SOURCE_FORMATS if f.pairs)
+_BY_PRIORITY = sorted(SOURCE_FORMATS, key=lambda f: f.priority)
+
+
+# ---------------------------------------------------------------- detection
 
 
 def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
@@ -562,38 +656,12 @@ def detect(rows: list[dict], label: str, given: str = "auto") -> Detection:
 
 
 def _detect_row(row: dict) -> Detection | None:
-    """The format one row looks like, and why; None when it looks like none (it does not vote)."""
-    keys = row.keys()
-    cols = ", ".join(sorted(map(str, keys))[:12])
-    pair = "chosen" in keys or "rejected" in keys
-    kind = _vote_kind(row.get("chosen")) or _vote_kind(row.get("rejected"))
-    if pair and "pair_id" in keys and kind:
-        variant = "explicit" if "prompt" in keys else "implicit"
-        return Detection("curate", variant, kind, f"columns pair_id, chosen, rejected: a curate version or export (columns: {cols})")
-    if {"completions", "instruction"} <= keys:
-        return Detection("ultrafeedback", "", "", "columns instruction and completions (list of {model, response, overall_score}): raw UltraFeedback")
-    if {"prompt", "completion", "label"} <= keys:
-        return Detection("kto", "", "", "columns prompt, completion, label: unpaired (KTO) rows; pairs are rebuilt per prompt from labels 1/0")
-    if {"instruction", "generations", "ratings"} <= keys:
-        return Detection("distilabel", "", "", "columns instruction, generations, ratings: distilabel UltraFeedback-task output")
-    if pair:  # a row with only one of chosen/rejected is a broken pair, never a prompt
-        if kind == "string" and _vote_kind(row.get("messages")) == "messages":
-            return Detection("corpus", "explicit", kind, f"messages (list) with string chosen/rejected: the shared corpus schema (columns: {cols})")
-        if kind == "messages":
-            variant = "explicit" if "prompt" in keys else "implicit"
-            how = "an explicit prompt column" if variant == "explicit" else "no prompt column (the shared leading turns are the prompt)"
-            return Detection("trl_conversational", variant, kind, f"chosen/rejected are message lists with {how}: TRL conversational preference")
-        if kind == "string":
-            if "prompt" in keys:
-                return Detection("trl_standard", "explicit", kind, "string prompt, chosen, rejected: TRL standard preference, explicit prompt")
-            if HH_ASSISTANT in (row.get("chosen") if isinstance(row.get("chosen"), str) else row.get("rejected")):
-                return Detection("hh_rlhf", "implicit", kind, "chosen/rejected are whole '\\n\\nHuman: ... \\n\\nAssistant: ...' transcripts: hh-rlhf")
-            return Detection("trl_standard", "implicit", kind, "string chosen/rejected without a prompt column: TRL standard preference, implicit prompt")
-        return None
-    for name in PROMPT_FIELDS:
-        value = row.get(name)
-        if isinstance(value, str) or _vote_kind(value) == "messages":
-            return Detection("prompts", "", "", f"column {name!r} and no chosen/rejected: prompts only (other columns go to prompt meta)")
+    """The format one row looks like (the first format whose `detect` recognises it); None when
+    it looks like none (it does not vote)."""
+    for fmt in _BY_PRIORITY:
+        found = fmt.detect(row)
+        if found is not None:
+            return found
     return None
 
 
