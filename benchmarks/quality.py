@@ -164,6 +164,7 @@ def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -
         "filter_good_lost": bootstrap(good_lost, runs("flagged", "mask")),
         "filter_flagged_share": bootstrap(lambda f: float(f.mean()), runs("flagged")),
         "length_auroc": bootstrap(lambda mu, m: auroc(-mu, m), runs("base_mu", "mask")),
+        "filter_minus_length_auroc": bootstrap(lambda mu, b, m: auroc(-mu, m) - auroc(-b, m), runs("mu", "base_mu", "mask")),
         "length_recall_same_count": bootstrap(recall, runs("base_flagged", "mask")),
         "length_good_lost_same_count": bootstrap(good_lost, runs("base_flagged", "mask")),
         "agreement_with_length": bootstrap(agree, runs("flagged", "base_flagged")),
@@ -388,8 +389,9 @@ def table(result: dict) -> str:
     for n, d in result["datasets"].items():
         if "noise" in d:
             z = d["noise"]
+            paired = fmt(z["filter_minus_length_auroc"]) if "filter_minus_length_auroc" in z else "-"
             noise.append(f"| {n} | {z['pairs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
-                         f"| {fmt(z['length_auroc'])} | {fmt(z['length_recall_same_count'])} |")
+                         f"| {fmt(z['length_auroc'])} | {paired} | {fmt(z['length_recall_same_count'])} |")
         for f, kinds in d.get("selection", {}).get("summary", {}).items():
             for kind, e in kinds.items():
                 diff = fmt(e["minus_random"]) if "minus_random" in e else "-"
@@ -397,8 +399,9 @@ def table(result: dict) -> str:
         notes += [f"{n}: {kind} skipped ({why})" for kind, why in d.get("selection", {}).get("skipped", {}).items()]
     lines = []
     if noise:
-        lines += ["| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | length-only recall (same count) |",
-                  "|---|---:|---|---|---|---|---|", *noise, ""]
+        header = ("| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | filter minus length (paired) "
+                  "| length-only recall (same count) |")
+        lines += [header, "|---|---:|---|---|---|---|---|---|", *noise, ""]
     if selection:
         lines += ["| set | budget | selector | pairs | seeds | RM held-out accuracy | minus random (paired) |",
                   "|---|---:|---|---:|---:|---|---|", *selection, ""]
