@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import polars as pl
 
@@ -231,44 +231,74 @@ def _peft(cfg: TrainConfig, task: str) -> Any:
     )
 
 
+TrainerBuilder = Callable[[TrainConfig, dict[str, Any], dict[str, Any], PairData, dict[str, Any]], Any]
+METHODS: dict[str, TrainerBuilder] = {}
+
+
+def method(*names: str) -> Callable[[TrainerBuilder], TrainerBuilder]:
+    """Register the function that builds the TRL trainer (with its own TRL config) for `names`."""
+
+    def register(build: TrainerBuilder) -> TrainerBuilder:
+        for name in names:
+            if name in METHODS:
+                raise ValueError(f"training method {name!r} registered twice")
+            METHODS[name] = build
+        return build
+
+    return register
+
+
 def _build_trainer(
     cfg: TrainConfig, dataset: Any, tokenizer: Any, data: PairData, ref_info: dict[str, Any], callbacks: list[Any]
 ) -> Any:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    args = _common_args(cfg)
-    model = str(cfg.model)
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; known: {', '.join(sorted(METHODS))}")
     common = {"train_dataset": dataset, "processing_class": tokenizer, "callbacks": callbacks}
-    m = cfg.method
-    if m in ("dpo", "cdpo"):
-        return _dpo_trainer(cfg, args, common, data, ref_info)
-    if m == "simpo":
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-
-        targs = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=cfg.simpo_gamma, beta=cfg.beta, **args)
-        return CPOTrainer(model=model, args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
-    if m == "orpo":
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
-        targs = ORPOConfig(beta=cfg.beta, **args)
-        return ORPOTrainer(model=model, args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
-    if m == "kto":
-        from trl import KTOConfig, KTOTrainer
-
-        targs = KTOConfig(beta=cfg.beta, **args)
-        return KTOTrainer(model=model, args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
-    if m == "reward":
-        from trl import RewardConfig, RewardTrainer
-
-        targs = RewardConfig(**args)
-        return RewardTrainer(model=model, args=targs, peft_config=_peft(cfg, "SEQ_CLS"), **common)
-    if m == "sft":
-        from trl import SFTConfig, SFTTrainer
-
-        targs = SFTConfig(**args)
-        return SFTTrainer(model=model, args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
-    raise ValueError(f"unknown method {m!r}")
+    return METHODS[cfg.method](cfg, _common_args(cfg), common, data, ref_info)
 
 
+@method("simpo")
+def _simpo_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    targs = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=cfg.simpo_gamma, beta=cfg.beta, **args)
+    return CPOTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
+
+
+@method("orpo")
+def _orpo_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    targs = ORPOConfig(beta=cfg.beta, **args)
+    return ORPOTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
+
+
+@method("kto")
+def _kto_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
+    from trl import KTOConfig, KTOTrainer
+
+    targs = KTOConfig(beta=cfg.beta, **args)
+    return KTOTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
+
+
+@method("reward")
+def _reward_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
+    from trl import RewardConfig, RewardTrainer
+
+    targs = RewardConfig(**args)
+    return RewardTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "SEQ_CLS"), **common)
+
+
+@method("sft")
+def _sft_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
+    from trl import SFTConfig, SFTTrainer
+
+    targs = SFTConfig(**args)
+    return SFTTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
+
+
+@method("dpo", "cdpo")
 def _dpo_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
     from trl import DPOConfig
 

@@ -212,3 +212,13 @@ def test_epsilon_under_a_loss_that_ignores_it_is_a_config_error(settings):
         TrainConfig(**settings, epsilon=0.1)
     TrainConfig(method="cdpo", epsilon=0.1)
     TrainConfig(method="dpo", loss="robust", epsilon=0.1)
+
+
+def test_every_method_a_config_accepts_has_a_registered_trainer():
+    """The recipe's `method` values and the registered trainer builders are the same set."""
+    from typing import get_args
+
+    from curation.train.config import Method
+    from curation.train.trainer import METHODS
+
+    assert set(METHODS) == set(get_args(Method))
