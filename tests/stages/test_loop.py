@@ -1,4 +1,4 @@
-"""Stages without Prefect: fingerprint skipping, resume shard by shard, --until, what recomputes."""
+"""The loop without Prefect (curation.stages): fingerprint skipping, resume shard by shard, --until, what recomputes, the run record, the stage wrapper."""
 
 from __future__ import annotations
 
