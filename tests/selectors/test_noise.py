@@ -323,3 +323,11 @@ def test_the_run_summary_shows_the_noise_steps_baseline(capsys):
     print_summary({"recipe": "r.yaml", "seconds": 1.0, "catalog": "c", "stages": [stage]})
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "select.0:noise: flagged 12; a length-only model flagging as many agrees on 7 (Jaccard 0.41, kappa 0.52)" in out
+
+
+def test_cohens_kappa_of_two_flag_sets():
+    from curation.selectors.noise import cohen_kappa
+
+    a, b = np.array([1, 1, 0, 0], dtype=bool), np.array([1, 0, 0, 0], dtype=bool)
+    assert cohen_kappa(a, b) == pytest.approx(0.5)  # observed 0.75, chance 0.5
+    assert cohen_kappa(a, a) == 1.0 and cohen_kappa(a, ~a) == pytest.approx(-1.0)
