@@ -43,7 +43,8 @@ def one_batch(tiny_chat, hh_rows):
     from curation.train.dpo import dpo_trainer_class
 
     def build(method: str, loss: str, weights, epsilons, tmp):
-        cfg = TrainConfig(method=method, loss=loss, epsilon=EPS)
+        uses_epsilon = method == "cdpo" or loss == "robust"  # any other loss refuses a global epsilon
+        cfg = TrainConfig(method=method, loss=loss, epsilon=EPS if uses_epsilon else None)
         ds = to_trl(hh_rows.head(2), cfg).to_dict()
         ds["weight"], ds["epsilon"] = weights, epsilons
         ds["ref_chosen_logps"], ds["ref_rejected_logps"] = [0.0, 0.0], [0.0, 0.0]  # replaced per batch below
