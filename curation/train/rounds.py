@@ -1,9 +1,10 @@
 """Iterative on-policy rounds (RLHF Workflow / iterative DPO): the building block for one round.
 
 Round N generates with the policy trained in round N-1 and trains from it again, while the
-reference stays the first policy, so every round's KL anchor is the same model. The flows wire
-`next_round` into `curate run` and publish one dataset version per round tied to the checkpoint
-that generated it (`generated_by`).
+reference stays the first policy, so every round's KL anchor is the same model.
+`curation.stages.rounds` wires `next_round` into `curate run` (`rounds: N` in a recipe), which
+publishes one dataset version per round tied to the checkpoint that generated it
+(`Catalog.generated_by`).
 """
 
 from __future__ import annotations
