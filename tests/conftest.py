@@ -24,6 +24,7 @@ for key, value in {
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "CURATE_EMBED_CACHE": str(_SESSION_DIR / "embeddings"),
 }.items():
     os.environ.setdefault(key, value)
 
