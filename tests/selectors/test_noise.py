@@ -319,7 +319,8 @@ def test_the_run_summary_shows_the_noise_steps_baseline(capsys):
 
     baseline = {"flagged": 12, "overlap": 7, "jaccard": 0.41, "kappa": 0.52}
     stage = {"stage": "select", "rows_in": 100, "rows_out": 88, "cached": False, "shards": 0, "calls": 0, "cache_hits": 0,
-             "tokens": 0, "seconds": 1.0, "detail": {"steps": [{"stage": "select.0:noise", "naive_baseline": baseline}]}}
+             "tokens": 0, "errors": 0, "counts": {}, "seconds": 1.0,
+             "detail": {"steps": [{"stage": "select.0:noise", "naive_baseline": baseline}]}}
     print_summary({"recipe": "r.yaml", "seconds": 1.0, "catalog": "c", "stages": [stage]})
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     assert "select.0:noise: flagged 12; a length-only model flagging as many agrees on 7 (Jaccard 0.41, kappa 0.52)" in out
