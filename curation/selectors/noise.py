@@ -9,7 +9,7 @@ Methods (how strength μ, spread σ and the flagged set are computed):
   standardised member margins, p = σ(μ), a calibrated P(label right) (the stacker is fitted on
   out-of-fold margins). Flagged: p <= `min_confidence` (default 0.5: the pool's own model prefers
   the other response). `signals` picks the signals (embeddings cost a MiniLM pass, cached on
-  disk, and added nothing measurable on AlpacaEval-2: benchmarks/results/noise_filter.json; the
+  disk, and added nothing measurable on AlpacaEval-2 or hh-rlhf: benchmarks/results/noise_filter.json; the
   others take seconds). Each step also reports a naive baseline (`naive_baseline`): the
   same number of pairs flagged by a length-only cross-fitted BT model, and the agreement.
 - `ensemble`: margins of several named scorers; μ = mean, σ = std (Secrets of RLHF II).
