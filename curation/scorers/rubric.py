@@ -348,8 +348,11 @@ class Rubric(Scorer):
                 results[i] = self.result(records[i]["pair_id"], value, detail)
             pending = still
         for i in pending:
+            # a label conflict, once seen, is the row's reason: a later sampled retry that fails to
+            # parse does not hide it (every attempt stays in the detail)
+            conflict = any(note.get("consistent") is False for note in attempts[i])
             last = attempts[i][-1] if attempts[i] else {}
-            why = last.get("error") or "no rubric consistent with the label"
+            why = "no rubric consistent with the label" if conflict else last.get("error") or "no rubric consistent with the label"
             results[i] = self.result(records[i]["pair_id"], None, {"attempts": attempts[i]}, why)
         return self.frame(results[i] for i in range(len(records)))
 
