@@ -101,6 +101,27 @@ def test_pairwise_contrastive_keeps_only_label_consistent_rubrics():
     assert between(writes[1], "[PREFERRED response]", "[OTHER response]") == "No."
 
 
+def test_a_label_conflict_stays_the_reason_when_a_retry_then_fails_to_parse():
+    writes = []
+    consistent_rule = grading_rule()
+
+    def rule(prompt: str) -> str:
+        if "Write a grading rubric" in prompt:
+            writes.append(prompt)
+            if len(writes) > 1:  # the sampled retry rambles past its token budget
+                return '{"criteria": [{"criterion": "The resp'
+        return consistent_rule(prompt)
+
+    pairs = [{"messages": [{"role": "user", "content": "Say no"}], "chosen": "No.", "rejected": "Bread please", "id": "2"}]
+    scorer = rubric(kind="pairwise_rubric", attempts=2)
+    scorer.generator = ScriptedJudge(rule)
+    out = scorer.score(pair_rows(pairs))
+    assert out.get_column("value")[0] is None and len(writes) == 2
+    assert out.get_column("error")[0] == "no rubric consistent with the label"
+    tried = json.loads(out.get_column("detail")[0])["attempts"]
+    assert tried[0]["consistent"] is False and tried[1]["error"] == "unparseable rubric"
+
+
 def test_unparseable_rubric_is_a_row_error():
     scorer = rubric()
     scorer.generator = ScriptedJudge(lambda prompt: "I cannot do that")
