@@ -43,7 +43,7 @@ from curation import schema
 from curation.export import check_export, export_version
 from curation.report import version_card
 from curation.rows import RowsError, table_or_empty, version_rows
-from curation.store import ArtifactStore, fsync_dir
+from curation.store import ArtifactStore, fsync_dir, pid_alive
 
 # Crash-testing hook: seconds to sleep after the version folder is in place and before the
 # catalog transaction (tests kill the process there and check that nothing became visible).
@@ -152,16 +152,6 @@ def _write_text(path: Path, text: str) -> None:
 def _sha256(path: Path, full: bool = False) -> str:
     digest = schema.file_hash(path)
     return digest if full else digest[: schema.ID_HEX_CHARS]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 MANIFEST = "manifest.json"
@@ -528,7 +518,7 @@ class Catalog:
             if m and int(m.group(1)) not in committed and manifest_state(entry) == "pending":
                 shutil.rmtree(entry)  # renamed into place, never committed: nobody ever saw it
             tm = TMP_DIR.match(entry.name)
-            if tm and not _pid_alive(int(tm.group(1))):
+            if tm and not pid_alive(int(tm.group(1))):
                 shutil.rmtree(entry, ignore_errors=True)
         return max(committed, default=0) + 1
 

@@ -22,14 +22,13 @@ from curation.catalog import (
     VERSION_DIR,
     Catalog,
     CatalogError,
-    _pid_alive,
     _sha256,
     manifest_state,
     mark_committed,
     read_manifest,
     verify_file,
 )
-from curation.store import DAMAGED_SUFFIX, artifact_problem, writer_pid
+from curation.store import DAMAGED_SUFFIX, artifact_problem, pid_alive, writer_pid
 
 
 @dataclass
@@ -160,7 +159,7 @@ def _check_folders(cat: Catalog, con: Any, listed: set, report: DoctorReport, fi
                 _unlisted(cat, con, ds.name, number, folder, report, fix, clean, full)
         for entry in sorted(ds.iterdir()):
             m = TMP_DIR.match(entry.name)
-            if m and not _pid_alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 finding = Finding("leftover", str(entry), f"temporary folder of a killed publish ({_size(entry)} bytes)")
                 if clean:
                     shutil.rmtree(entry, ignore_errors=True)
@@ -215,7 +214,7 @@ def _check_artifacts(cat: Catalog, report: DoctorReport, clean: bool) -> None:
             finding = Finding("bad_artifact", str(path), f"stage artifact {why}; the stage recomputes it")
         elif path.name.endswith(DAMAGED_SUFFIX):
             finding = Finding("leftover", str(path), f"damaged artifact set aside ({path.stat().st_size} bytes)")
-        elif path.name.endswith(".tmp") and (pid := writer_pid(path)) is not None and not _pid_alive(pid):
+        elif path.name.endswith(".tmp") and (pid := writer_pid(path)) is not None and not pid_alive(pid):
             finding = Finding("leftover", str(path), f"partial write of a killed process ({path.stat().st_size} bytes)")
         else:
             continue

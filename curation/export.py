@@ -30,6 +30,7 @@ import polars as pl
 
 from curation import schema
 from curation.rows import tie_mask
+from curation.store import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -268,18 +269,8 @@ def _remove_dead_tmp(out: Path) -> None:
     for entry in out.iterdir():
         if entry.name.startswith(_TMP_PREFIX) and entry.is_dir() and not entry.is_symlink():
             pid = entry.name[len(_TMP_PREFIX):].split("-")[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(entry, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _move_into(tmp: Path, out: Path, report: ExportReport, owned: set[str]) -> None:

@@ -87,6 +87,17 @@ def write_parquet_atomic(frame: pl.DataFrame | Any, path: Path, *, table: str | 
     return frame.height
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a leftover temporary file of a live writer is not debris)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def writer_pid(tmp: Path) -> int | None:
     """The process that writes a temporary file of write_parquet_atomic (from its name)."""
     parts = tmp.name.split(".")
