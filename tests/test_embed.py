@@ -5,6 +5,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -121,15 +122,19 @@ def test_damaged_segment_costs_a_recompute_not_a_crash(tmp_path):
 
 
 def _writer(folder: str, worker: int, n: int) -> None:
-    store = EmbeddingStore(folder, max_segments=4)
-    for i in range(n):
-        texts = [f"w{worker}-{i}", "shared"]
-        store.add(text_keys(texts), np.array([[worker, i], [7, 7]], dtype=np.float32))
+    try:
+        store = EmbeddingStore(folder, max_segments=4)
+        for i in range(n):
+            texts = [f"w{worker}-{i}", "shared"]
+            store.add(text_keys(texts), np.array([[worker, i], [7, 7]], dtype=np.float32))
+    except BaseException:  # the parent's assertion shows what went wrong in the child
+        Path(folder, f"writer-{worker}.error").write_text(traceback.format_exc())
+        raise
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
     """Four processes add and merge at once; every vector is there afterwards, once."""
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # fresh interpreters: a fork would inherit after-fork hooks of earlier tests
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, 15)) for w in range(4)]
     for p in procs:
         p.start()
@@ -139,7 +144,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
         reader.get(text_keys(["shared"]))
     for p in procs:
         p.join(60)
-        assert p.exitcode == 0
+        assert p.exitcode == 0, [e.read_text() for e in tmp_path.glob("writer-*.error")]
     store = EmbeddingStore(tmp_path)
     store.compact()
     texts = [f"w{w}-{i}" for w in range(4) for i in range(15)] + ["shared"]
