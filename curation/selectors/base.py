@@ -216,14 +216,12 @@ def minilm_embed(texts: list[str]) -> np.ndarray:
 
 
 def default_embedder() -> Callable[[list[str]], np.ndarray]:
-    """The project's cached embedder (`curation.embed.Embedder`) when present, else `minilm_embed`.
+    """The project's embedder over its shared store (`curation.embed.Embedder`).
 
     Nothing loads until the returned function is first called.
     """
-    try:
-        from curation.embed import Embedder
-    except ImportError:
-        return minilm_embed
+    from curation.embed import Embedder
+
     embedder: list[Any] = []
 
     def embed(texts: list[str]) -> np.ndarray:
