@@ -13,7 +13,6 @@ length-only cross-fitted BT baseline every noise step reports beside itself.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import logging
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from curation import schema
 from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext
@@ -31,6 +29,7 @@ from curation.selectors.stacked_bt import (
     cross_fitted_length_margins,
     expected_calibration_error,
 )
+from curation.sources import read_pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -42,23 +41,6 @@ METHODS = {
     "stacked + embeddings": {"method": "stacked", "signals": ["features", "words", "embeddings", "scores"]},
     "bt_heads (former default)": {"method": "bt_heads"},
 }
-
-
-def load_pool(path: Path, limit: int) -> pl.DataFrame:
-    """The first `limit` non-tie pairs of a shared file (the file is sorted by a hash id)."""
-    rows = []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("tie") or r["chosen"] == r["rejected"]:
-                continue
-            pid = schema.prompt_id(r["messages"])
-            rows.append({"pair_id": r["id"], "prompt_id": pid, "chosen_id": schema.response_id(pid, r["chosen"]),
-                         "rejected_id": schema.response_id(pid, r["rejected"]), "prompt": r["messages"],
-                         "chosen": r["chosen"], "rejected": r["rejected"]})  # fmt: skip
-            if len(rows) >= limit:
-                break
-    return pl.DataFrame(rows)
 
 
 def auroc(score: np.ndarray, positives: np.ndarray) -> float:
@@ -86,7 +68,7 @@ def measure(mu: np.ndarray, p: np.ndarray, flagged: np.ndarray, flipped: np.ndar
 def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> dict:
     from curation.embed import Embedder
 
-    pool = load_pool(DATA / data, pairs)
+    pool = read_pair_rows(DATA / data, pairs)
     embed = Embedder().embed
     runs = []
     for seed in range(seeds):

@@ -4,6 +4,7 @@
     data.pairs, data.candidates, data.prompts       # frames conforming to curation.schema
     data.quarantine                                 # bad rows: file, line, field, reason, raw
     data.counts                                     # rows_read = imported + quarantined + duplicates_merged + blank_lines
+    rows = read_pair_rows("pairs.jsonl.gz", 400)    # the first 400 non-tie pairs, one row each with their texts
 
 Imported responses become candidates with generator "dataset:<source>" and content ids
 (schema.response_id), so import -> export -> import keeps every id. Rated formats (UltraFeedback,
@@ -22,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from curation import schema
+from curation.rows import tie_mask, with_texts
 from curation.sources.adapters import (
     ADAPTERS,
     DETECT_ROWS,
@@ -35,7 +37,7 @@ from curation.sources.adapters import (
 )
 from curation.sources.readers import RawRow, SourceError, is_blank, open_reader, truncate
 
-__all__ = ["FORMATS", "SourceData", "SourceError", "read_source"]
+__all__ = ["FORMATS", "SourceData", "SourceError", "read_pair_rows", "read_source"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,28 @@ def read_source(
     data = build.finish(path=str(path) if path is not None else reader.label, reader=reader.name, detected=format == "auto")
     log.info("%s in %.2fs", data.summary(), time.perf_counter() - started)
     return data
+
+
+def read_pair_rows(path: str | os.PathLike, limit: int | None = None, *, ties: bool = False) -> pl.DataFrame:
+    """The first `limit` pairs of a pairs source, one row each with prompt messages and both texts
+    (`schema.VERSION_ROWS`), in the source's order; pairs without a preference direction (the
+    `curation.rows` tie rule) are left out unless `ties`, and `limit` counts the pairs returned.
+
+    The one reader of labelled pair files outside a recipe (benchmarks, tests, held-out files for
+    training), so they all see the same pairs: read, checked and deduplicated by `read_source`."""
+    want = limit
+    while True:
+        data = read_source(path, limit=want)
+        if data.pairs.height == 0:
+            raise SourceError(f"{path}: no pairs in it (format {data.format}: {data.detection})")
+        pairs = data.pairs if ties else data.pairs.filter(~tie_mask(data.pairs))
+        if limit is None or pairs.height >= limit or data.counts["imported"] < want:
+            break
+        want += limit - pairs.height  # ties took places: read further (their count at least)
+    prompts = data.prompts.select("prompt_id", pl.col("messages").alias("prompt"))
+    rows = with_texts(pairs.head(limit) if limit is not None else pairs, data.candidates)
+    rows = rows.join(prompts, on="prompt_id", how="left", maintain_order="left")
+    return schema.conform(rows.select([c for c in rows.columns if c in schema.VERSION_ROWS.names]), "version_rows")
 
 
 def _stem(label: str) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from curation import schema
-from curation.rows import tie_mask, with_texts
+from curation.rows import tie_mask
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +83,11 @@ def load_pairs(source: str | pl.DataFrame, catalog: Any = None, *, split: str | 
 
 
 def _pairs_from_file(path: str) -> pl.DataFrame:
-    """A held-out pairs file through curation.sources, denormalised to VERSION_ROWS."""
-    from curation.sources import read_source
+    """A held-out pairs file through curation.sources, denormalised to VERSION_ROWS (ties kept:
+    `check_for_method` drops and counts them)."""
+    from curation.sources import read_pair_rows
 
-    data = read_source(path)
-    if data.pairs.height == 0:
-        raise TrainDataError(f"{path}: no pairs read (format {data.format}: {data.detection})")
-    prompts = data.prompts.select(pl.col("prompt_id"), pl.col("messages").alias("prompt"))
-    rows = with_texts(data.pairs.join(prompts, on="prompt_id", how="left", maintain_order="left"), data.candidates)
-    return schema.conform(rows.select([c for c in rows.columns if c in schema.VERSION_ROWS.names]), "version_rows")
+    return read_pair_rows(path, ties=True)
 
 
 def drop_ties(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -15,6 +15,7 @@ from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError
 from curation.selectors.bt_head import cross_fitted_margins, fit_bt_head
+from curation.sources import read_pair_rows
 
 DIM = 8
 
@@ -210,24 +211,10 @@ def test_deterministic_for_a_seed():
 def real_pairs(path, limit: int, flip_rate: float = 0.2, seed: int = 0, max_length_ratio: float | None = None) -> tuple[pl.DataFrame, np.ndarray]:
     """The first `limit` non-tie pairs of a shared file (whose lengths differ by at most
     `max_length_ratio`, if given), with a known share of labels flipped."""
-    import gzip
-    import math
-
-    rows = []
-    with gzip.open(path, "rt") as fh:
-        for line in fh:
-            r = json.loads(line)
-            if r.get("tie") or r["chosen"] == r["rejected"]:
-                continue
-            if max_length_ratio and abs(math.log((len(r["chosen"]) + 1) / (len(r["rejected"]) + 1))) > math.log(max_length_ratio):
-                continue
-            pid = schema.prompt_id(r["messages"])
-            rows.append({"pair_id": r["id"], "prompt_id": pid, "chosen_id": schema.response_id(pid, r["chosen"]),
-                         "rejected_id": schema.response_id(pid, r["rejected"]), "prompt": r["messages"],
-                         "chosen": r["chosen"], "rejected": r["rejected"]})
-            if len(rows) == limit:
-                break
-    pool = pl.DataFrame(rows)
+    pool = read_pair_rows(path, None if max_length_ratio else limit)
+    if max_length_ratio:
+        log_ratio = (pool["chosen"].str.len_chars() + 1).log() - (pool["rejected"].str.len_chars() + 1).log()
+        pool = pool.filter(log_ratio.abs() <= np.log(max_length_ratio)).head(limit)
     truth = np.random.default_rng(seed).random(pool.height) < flip_rate
     flips = pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(truth)), "flip": True})
     return apply_flips(pool, flips), truth
