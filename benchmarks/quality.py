@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import shutil
 import time
@@ -46,7 +47,7 @@ from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, default_embedder
 from curation.selectors.pair_features import log_length
 from curation.selectors.stacked_bt import cross_fitted_length_margins
-from curation.train.data import drop_ties, load_pairs
+from curation.sources import read_pair_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -59,7 +60,7 @@ DATASETS = {
     "pandalm": "pandalm_testset.jsonl.gz",
     "llmbar": "llmbar.jsonl.gz",
 }
-SELECTION_KINDS = ("random", "noise+random", "kmq", "fifa", "deita", "mig", "sift")
+SELECTION_KINDS = ("random", "noise+random", "dedup+random", "kmq", "fifa", "mig", "sift", "sensitivity", "deita")
 RESAMPLES = 1000
 log = logging.getLogger("quality")
 Embed = Callable[[list[str]], np.ndarray]
@@ -69,9 +70,8 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 def load_set(name: str) -> pl.DataFrame:
-    """Non-tie pairs of one shared set (read by curation's own reader) in a fixed shuffled order."""
-    rows, _ = drop_ties(load_pairs(str(DATA / DATASETS[name])).rows)
-    return rows.unique("pair_id", keep="first", maintain_order=True).sample(fraction=1.0, seed=0, shuffle=True)
+    """Non-tie pairs of one shared set (the shared loader, curation.sources.read_pair_rows) in a fixed shuffled order."""
+    return read_pair_rows(DATA / DATASETS[name]).sample(fraction=1.0, seed=0, shuffle=True)
 
 
 def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
@@ -227,8 +227,8 @@ class Truncator:
 def selector_steps(kind: str, budget: int, seed: int) -> list[dict]:
     if kind == "random":
         return [{"kind": "random", "budget": budget, "seed": seed}]
-    if kind == "noise+random":
-        return [{"kind": "noise", "seed": seed}, {"kind": "random", "budget": budget, "seed": seed}]
+    if kind.endswith("+random"):  # a filter (the noise default, dedup) then random at the same kept count
+        return [{"kind": kind.removesuffix("+random"), "seed": seed}, {"kind": "random", "budget": budget, "seed": seed}]
     if kind == "mig":  # the pools carry no tags: MIG's embedding-cluster variant, named (it no longer runs silently)
         return [{"kind": "mig", "labels": "clusters", "budget": budget, "seed": seed}]
     return [{"kind": kind, "budget": budget, "seed": seed}]
@@ -254,6 +254,8 @@ def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespa
         "test_pairs": test.height,
         "budgets": args.budgets,
         "train_flip_rate": args.train_flip_rate,
+        "noise_step": SELECTORS.config_model("noise")(kind="noise").model_dump(mode="json"),
+        "quality_signal": "margin: the default noise filter's cross-fitted mu on the training pool (kmq, fifa, mig, deita read it)",
         "reward_model": {"base": f"all-MiniLM-L6-v2, first {args.rm_layers} layers, new scalar head",
                          "max_length": args.rm_max_length, "epochs": args.rm_epochs, "learning_rate": args.rm_lr,
                          "batch_size": 16, "method": "reward (TRL RewardTrainer through curation.train)"},
@@ -299,7 +301,8 @@ def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespa
                 run = {"seed": seed, "fraction": fraction, "budget": budget, "selector": kind, "pairs": final.height,
                        "flipped_by_selection": int(res.decisions["flip"].fill_null(False).sum()) if "flip" in res.decisions.columns else 0,
                        "accuracy": float(np.mean(correct)), "correct": correct, "select_s": select_s,
-                       "train_s": trained.metrics.get("train_runtime"), "wall_s": time.perf_counter() - t0}
+                       "train_s": trained.metrics.get("train_runtime"), "wall_s": time.perf_counter() - t0,
+                       "load_avg_1m": os.getloadavg()[0]}
                 runs.append(run)
                 out["summary"] = selection_summary(runs)
                 log.info("[%d/%d] seed %d budget %.0f%% %s: %d pairs, held-out accuracy %.3f (%.0f s)",
