@@ -23,6 +23,7 @@ paired (same seed, same held-out pairs).
 
     python -m benchmarks.quality --data alpaca_eval2 --pairs 1000 --seeds 2 --budgets 0.2
     python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json   # README tables, figure redrawn
+    python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json --readme   # and the README's selection section
 """
 
 from __future__ import annotations
@@ -311,8 +312,16 @@ def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespa
     return out
 
 
+def complete_seeds(runs: list[dict]) -> list[int]:
+    """Seeds that ran every (budget, selector) cell any seed ran: a run stopped mid-seed leaves that seed out."""
+    cells = {(r["fraction"], r["selector"]) for r in runs}
+    return sorted(s for s in {r["seed"] for r in runs} if {(r["fraction"], r["selector"]) for r in runs if r["seed"] == s} == cells)
+
+
 def selection_summary(runs: list[dict]) -> dict:
-    """Per budget and selector: accuracy with its interval, and the paired difference to random."""
+    """Per budget and selector, over the complete seeds: accuracy with its interval, and the paired difference to random."""
+    seeds = complete_seeds(runs)
+    runs = [r for r in runs if r["seed"] in seeds]
     summary: dict = {}
     for fraction in sorted({r["fraction"] for r in runs}):
         at = [r for r in runs if r["fraction"] == fraction]
@@ -333,7 +342,8 @@ def selection_summary(runs: list[dict]) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Noise AUROC per set (filter beside the length-only baseline) and accuracy per budget and selector."""
+    """Noise AUROC per set (filter beside the length-only baseline); per selection set, accuracy per
+    budget and selector, and each selector's paired difference to random."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,7 +352,7 @@ def plot(result: dict, path: Path) -> None:
     sets = result["datasets"]
     noise_sets = [n for n in sets if "noise" in sets[n]]
     selection_sets = [n for n in sets if sets[n].get("selection", {}).get("summary")]
-    panels = (["noise"] if noise_sets else []) + (["selection"] if selection_sets else [])
+    panels = (["noise"] if noise_sets else []) + [(n, what) for n in selection_sets for what in ("accuracy", "minus_random")]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
@@ -360,23 +370,25 @@ def plot(result: dict, path: Path) -> None:
             ax.legend()
             ax.set_title(f"noise: {result['args']['flip_rate']:.0%} flips, {sets[noise_sets[0]]['noise']['filter_auroc']['runs']} seeds")
             continue
-        for n in selection_sets:
-            summary = sets[n]["selection"]["summary"]
-            kinds = list(dict.fromkeys(k for f in summary.values() for k in f))
-            for i, kind in enumerate(kinds):
-                fr = [f for f in summary if kind in summary[f]]
-                acc = [summary[f][kind]["accuracy"] for f in fr]
-                x = np.array([float(f) for f in fr]) * (1 + 0.04 * (i - len(kinds) / 2))
-                ax.errorbar(x, [a["mean"] for a in acc], yerr=[[a["mean"] - a["low"] for a in acc], [a["high"] - a["mean"] for a in acc]],
-                            marker="o", capsize=3, label=f"{n}: {kind}" if len(selection_sets) > 1 else kind)
-        ax.set_xscale("log")
-        budgets = result["args"]["budgets"]
-        ax.set_xticks(budgets, [f"{b:.0%}" for b in budgets])
-        ax.minorticks_off()
-        ax.set_xlabel("budget (share of the training pool)")
-        ax.set_ylabel("held-out pairwise accuracy of the trained RM (95% CI)")
-        ax.set_title("selection at equal budgets")
-        ax.legend(fontsize=7)
+        name, what = panel
+        summary = sets[name]["selection"]["summary"]
+        fractions = list(summary)
+        kinds = [k for k in dict.fromkeys(k for f in summary.values() for k in f) if what == "accuracy" or k != "random"]
+        width = 0.8 / len(kinds)
+        for i, kind in enumerate(kinds):
+            fr = [j for j, f in enumerate(fractions) if kind in summary[f] and what in summary[f][kind]]
+            vals = [summary[fractions[j]][kind][what] for j in fr]
+            x = np.array(fr) + (i - (len(kinds) - 1) / 2) * width
+            ax.errorbar(x, [v["mean"] for v in vals], yerr=[[v["mean"] - v["low"] for v in vals], [v["high"] - v["mean"] for v in vals]],
+                        fmt="o", capsize=2, ms=4, label=kind, color="black" if kind == "random" else None)
+        if what == "minus_random":
+            ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(np.arange(len(fractions)), [f"{float(f):.0%}" for f in fractions])
+        ax.set_xlabel("budget (share of the training pool, same count for every selector)")
+        ax.set_ylabel("held-out pairwise accuracy of the trained RM (95% CI)" if what == "accuracy" else "accuracy minus random, paired (95% CI)")
+        seeds = next(iter(summary[fractions[0]].values()))["accuracy"]["runs"]
+        ax.set_title(f"{name}: selection, pool {sets[name]['selection']['train_pool']}, {seeds} seeds")
+        ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -411,6 +423,83 @@ def table(result: dict) -> str:
     return "\n".join(lines + notes).strip()
 
 
+README_BEGIN = "<!-- quality-selection: generated by `python -m benchmarks.quality --table {path} --readme` -->"
+README_END = "<!-- quality-selection: end -->"
+
+
+def signed(ci: dict) -> str:
+    return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
+
+
+def selection_readme(result: dict, path: str) -> str:
+    """The README's selection section: set-up line, a selectors x budgets table of paired differences
+    to random (random's own accuracy on top), and which intervals exclude 0, all read from `result`."""
+    out = [README_BEGIN.format(path=path), ""]
+    for name, d in result["datasets"].items():
+        sel = d.get("selection")
+        if not sel or not sel.get("runs"):
+            continue
+        runs, summary = sel["runs"], selection_summary(sel["runs"])
+        seeds = complete_seeds(runs)
+        partial = sorted({r["seed"] for r in runs} - set(seeds))
+        noise = sel.get("noise_step", {})
+        rm = sel["reward_model"]
+        loads = [r["load_avg_1m"] for r in runs if "load_avg_1m" in r]
+        out.append(
+            f"`{path}`: {name}, a training pool of {sel['train_pool']} pairs and {sel['test_pairs']} held-out pairs on other "
+            f"prompts; {len(seeds)} complete seeds ({', '.join(map(str, seeds))})"
+            + (f", the runs of unfinished seed {', '.join(map(str, partial))} left out" if partial else "")
+            + f"; reward model {rm['base']}, {rm['epochs']:g} epochs, learning rate {rm['learning_rate']:g}, texts cut to "
+            f"{rm['max_length']} tokens; the noise step is the default `{{kind: noise}}`"
+            + (f" (method `{noise['method']}`, signals {', '.join(noise.get('signals') or [])})" if noise else " (its config was not recorded in this file)")
+            + f". {len(runs)} training runs, {sum(r['wall_s'] for r in runs) / 60:.0f} minutes"
+            + (f" on the shared 2-core machine (median 1-minute load {np.median(loads):.1f})" if loads else "")
+            + ". Cells: accuracy minus random, paired (same seed, same held-out pairs), mean and 95% interval; "
+            "**bold**: the interval excludes 0."
+        )
+        fractions = list(summary)
+        budgets = {f: next(r["budget"] for r in runs if str(r["fraction"]) == f) for f in fractions}
+        kinds = list(dict.fromkeys(k for f in summary.values() for k in f))
+        out += ["", "| selector | " + " | ".join(f"{float(f):.0%} ({budgets[f]} pairs)" for f in fractions) + " |",
+                "|---|" + "---|" * len(fractions)]
+        hits, total = [], 0
+        for kind in kinds:
+            cells = []
+            for f in fractions:
+                e = summary[f].get(kind)
+                if e is None:
+                    cells.append("-")
+                    continue
+                if kind == "random":
+                    cells.append(f"accuracy {fmt(e['accuracy'])}")
+                    continue
+                ci = e["minus_random"]
+                total += 1
+                cell = signed(ci)
+                if ci["low"] > 0 or ci["high"] < 0:
+                    hits.append(f"{kind} at {float(f):.0%} ({signed(ci)})")
+                    cell = f"**{cell}**"
+                if round(e["pairs"]) != budgets[f]:
+                    cell += f" ({e['pairs']:.0f} pairs)"
+                cells.append(cell)
+            out.append(f"| {kind} | " + " | ".join(cells) + " |")
+        out += ["", f"Intervals that exclude 0: {'; '.join(hits) if hits else 'none'} ({len(hits)} of {total} comparisons; "
+                f"each interval is 95%, so about {total / 20:.1f} would exclude 0 by chance alone)."]
+        out += [f"{kind} skipped: {why}" for kind, why in sel.get("skipped", {}).items()]
+        out.append("")
+    return "\n".join(out + [README_END])
+
+
+def write_readme(section: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the generated selection section of the README (between its markers) with `section`."""
+    text = readme.read_text()
+    begin = text.find(README_BEGIN.split("{path}")[0])
+    end = text.find(README_END)
+    if begin < 0 or end < begin:
+        raise SystemExit(f"{readme}: no generated selection section (markers {README_BEGIN!r} ... {README_END!r})")
+    readme.write_text(text[:begin] + section + text[end + len(README_END):])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", nargs="+", default=["alpaca_eval2"], choices=sorted(DATASETS))
@@ -428,6 +517,7 @@ def main() -> None:
     p.add_argument("--rm-lr", type=float, default=1e-4)
     p.add_argument("--tag", default=None, help="result name: quality_<tag>.json/.png")
     p.add_argument("--table", type=Path, help="print the markdown tables of a result file, redraw its figure, and exit")
+    p.add_argument("--readme", action="store_true", help="with --table: also rewrite the README's selection section from the file")
     args = p.parse_args()
     if args.table:
         result = json.loads(args.table.read_text())
@@ -436,6 +526,8 @@ def main() -> None:
                 d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
         print(table(result))
         plot(result, args.table.with_suffix(".png"))
+        if args.readme:
+            write_readme(selection_readme(result, str(args.table.resolve().relative_to(ROOT))))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.tag = args.tag or f"{'_'.join(args.data)}_{args.pairs}_s{args.seeds}"
