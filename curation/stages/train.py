@@ -23,6 +23,7 @@ from curation.stages.stage import (
 )
 from curation.stats import Stats
 from curation.store import ArtifactStore
+from curation.train.trainer import LENGTH_COUNTS
 
 
 def policy_base(recipe: Recipe) -> str | None:
@@ -108,6 +109,9 @@ class Train(Stage):
         record = read_record(tables["train"])
         report.rows_out = 1 + ("control_model" in record)
         report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows")}
+        for prefix, metrics in (("", record.get("metrics")), ("control ", record.get("control_metrics"))):
+            for name in LENGTH_COUNTS:  # what TRL dropped or cut for max_length, which it does not say
+                report.add(f"{prefix}{name.replace('_', ' ')}", int((metrics or {}).get(name, 0)))
 
 
 STAGE = Train()

@@ -29,6 +29,7 @@ from curation.train.data import PairData, TrainDataError, check_for_method, load
 from curation.train.models import check_tokenizer, write_run_info
 
 log = logging.getLogger(__name__)
+LENGTH_COUNTS = ("dropped_over_max_length", "truncated_to_max_length")  # train metrics the run summary shows
 
 
 @dataclass
@@ -103,6 +104,7 @@ def train(
     dataset = to_trl(rows, cfg)
     ref_info: dict[str, Any] = {}
     trainer = _build_trainer(cfg, dataset, tokenizer, data, ref_info, callbacks or [])
+    lengths = _length_counts(len(dataset), trainer.train_dataset, cfg.max_length)
 
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -115,7 +117,7 @@ def train(
     ended = datetime.now(timezone.utc)
 
     history = [dict(h) for h in trainer.state.log_history]
-    metrics = _summarise(history, trainer)
+    metrics = {**_summarise(history, trainer), **lengths}
     result = TrainResult(
         path=out,
         method=cfg.method,
@@ -158,6 +160,22 @@ def train(
         },
     )
     return result
+
+
+def _length_counts(given: int, prepared: Any, max_length: int) -> dict[str, float]:
+    """What TRL did to examples over `max_length` while preparing its dataset, which it does silently:
+    dropped (RewardTrainer: either side over it; DPO/KTO: the prompt alone fills it) or cut
+    (DPO: prompt + completion over it). Examples are pairs, or completions for KTO."""
+    counts = {LENGTH_COUNTS[0]: float(given - len(prepared))}
+    cols = prepared.column_names
+    if "prompt_ids" in cols and "chosen_ids" in cols:
+        sides = [prepared[c] for c in ("chosen_ids", "rejected_ids") if c in cols]
+        counts[LENGTH_COUNTS[1]] = float(sum(
+            len(p) + max(len(s[i]) for s in sides) > max_length for i, p in enumerate(prepared["prompt_ids"])))
+    dropped, cut = counts[LENGTH_COUNTS[0]], counts.get(LENGTH_COUNTS[1], 0)
+    if dropped or cut:
+        log.warning("max_length %d: %d of %d training examples dropped, %d truncated", max_length, dropped, given, cut)
+    return counts
 
 
 def _summarise(history: list[dict[str, Any]], trainer: Any) -> dict[str, float]:

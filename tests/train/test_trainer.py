@@ -222,3 +222,30 @@ def test_every_method_a_config_accepts_has_a_registered_trainer():
     from curation.train.trainer import METHODS
 
     assert set(METHODS) == set(get_args(Method))
+
+
+def _chat_length(tok, prompt, text) -> int:
+    return len(tok.apply_chat_template([*map(dict, prompt), {"role": "assistant", "content": text}], tokenize=True,
+                                       return_dict=True)["input_ids"])
+
+
+def test_pairs_trl_drops_or_cuts_for_max_length_are_counted(tiny_chat, tiny_rm, hh_rows, tmp_path, fast):
+    """TRL's RewardTrainer drops a pair with either side over max_length, and DPO cuts one whose prompt +
+    completion is over it, without a word: the train metrics count both (max_length at the median)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_rm)
+    rows = hh_rows.filter(pl.col("split") == "train")
+    longest = [max(_chat_length(tok, p, c), _chat_length(tok, p, r))
+               for p, c, r in zip(rows["prompt"].to_list(), rows["chosen"].to_list(), rows["rejected"].to_list())]
+    limit = sorted(longest)[len(longest) // 2]
+    over = sum(n > limit for n in longest)
+    assert 0 < over < len(longest)
+    rm = train(hh_rows, method="reward", model=str(tiny_rm), out=str(tmp_path / "rm"), **{**fast, "max_length": limit})
+    assert rm.metrics["dropped_over_max_length"] == over
+    dpo = train(hh_rows, method="dpo", model=str(tiny_chat), out=str(tmp_path / "dpo"),
+                **{**fast, "max_length": limit, "precompute_ref": False})
+    prompt_fills = sum(len(tok.apply_chat_template([*map(dict, p)], tokenize=True, add_generation_prompt=True,
+                                                   return_dict=True)["input_ids"]) >= limit for p in rows["prompt"].to_list())
+    assert dpo.metrics["dropped_over_max_length"] == prompt_fills  # the rest are cut, not dropped
+    assert dpo.metrics["truncated_to_max_length"] == over - prompt_fills
