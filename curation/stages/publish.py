@@ -9,7 +9,7 @@ import polars as pl
 
 from curation.export import check_out_folder
 from curation.recipe import Recipe
-from curation.stages.rounds import ROUND, round_of
+from curation.stages.rounds import ROUND, generator
 from curation.stages.stage import (
     RunContext,
     Stage,
@@ -56,12 +56,10 @@ class Publish(Stage):
         info = catalog.published(recipe.dataset_name, report.fingerprint)  # an earlier try whose export failed
         if info is None:
             frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
-            current = round_of(tables)
-            generator = current["generated_by"] if current else getattr(recipe.generate, "model", None)
             info = catalog.publish(
                 recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
                 test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
-                formats=recipe.publish.formats, key=report.fingerprint, generated_by=generator,
+                formats=recipe.publish.formats, key=report.fingerprint, generated_by=generator(recipe, tables),
             )
         exports = {}
         for fmt in recipe.publish.formats:

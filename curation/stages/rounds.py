@@ -11,6 +11,7 @@ Its fingerprint follows round N-1's trained model, so a re-run reuses every roun
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping
 
 from curation.recipe import Recipe
@@ -33,6 +34,22 @@ def first_policy(recipe: Recipe, tables: Mapping[str, Any]) -> str | None:
     return current["reference"] if current else policy_base(recipe)
 
 
+def generator(recipe: Recipe, tables: Mapping[str, Any]) -> str | None:
+    """What sampled this round's candidates, as its version records it: round N-1's checkpoint, or
+    in round 1 the generating model's folder as an absolute normalised path (the form the catalog
+    gives every model folder; a recipe's relative path comes in joined, `..` and all), or a served
+    model's name."""
+    current = round_of(tables)
+    if current:
+        return current["generated_by"]
+    return normalised(getattr(recipe.generate, "model", None))
+
+
+def normalised(model: str | None) -> str | None:
+    """A local model folder as an absolute path without `..` or links; anything else as given."""
+    return str(Path(model).resolve()) if model and Path(model).exists() else model
+
+
 def start_round(index: int, recipe: Recipe, sources: Tables, previous: Tables, ctx: RunContext) -> Tables:
     """The tables round `index` starts from: the sources' tables and the round record."""
     from curation.train.rounds import merged_model, next_round
@@ -44,8 +61,8 @@ def start_round(index: int, recipe: Recipe, sources: Tables, previous: Tables, c
     record = {
         "round": index,
         "policy": plan.train.model,
-        "reference": plan.train.reference_model,
-        "generated_by": f"model:{trained['model_id']}" if trained.get("model_id") else plan.generated_by,
+        "reference": normalised(plan.train.reference_model),
+        "generated_by": f"model:{trained['model_id']}" if trained.get("model_id") else normalised(plan.generated_by),
         "control_policy": str(merged_model(trained["control_model"])) if trained.get("control_model") else None,
     }
     fp = fingerprint(ROUND, index, previous["train"].fingerprint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import yaml
@@ -21,7 +22,8 @@ def _recipe(tmp: Path, tiny_chat: Path, tiny_rm: Path) -> Path:
         "name": "rounds",
         "rounds": 2,
         "sources": [{"path": "pool.jsonl"}],
-        "generate": {"backend": "transformers", "model": str(tiny_chat), "n": 2, "sampling": {"max_tokens": 4, "seed": 1}},
+        # a relative path, `..` and all: the version records the folder normalised
+        "generate": {"backend": "transformers", "model": os.path.relpath(tiny_chat, tmp), "n": 2, "sampling": {"max_tokens": 4, "seed": 1}},
         "score": [{"kind": "verify", "name": "correct"}, {"kind": "reward_model", "name": "rm", "model": str(tiny_rm)}],
         "pairs": {"builder": "best_worst", "score": "rm"},
         "train": {"method": "dpo", "max_steps": 1, "batch_size": 2, "max_length": 64, "learning_rate": 1e-3,
@@ -46,12 +48,12 @@ def test_two_rounds_are_linked_evaluated_and_recorded(tmp_path, tiny_chat, tiny_
     assert (v1, v2) == ("rounds@v1", "rounds@v2")
     train1, train2 = by_round[1, "train"].detail, by_round[2, "train"].detail
     # round 1 was sampled by the base policy, round 2 by round 1's checkpoint
-    assert catalog.generated_by(v1) == str(tiny_chat)
+    assert catalog.generated_by(v1) == str(tiny_chat.resolve())
     assert catalog.generated_by(v2) == f"model:{train1['model_id']}"
     models = catalog.models().to_dicts()
     second = next(m for m in models if m["model_id"] == train2["model_id"])
     assert second["version_ref"].startswith(v2) and second["base_model"] == train1["model"]
-    assert json.loads(second["config"])["reference_model"] == str(tiny_chat)  # the first policy stays the anchor
+    assert json.loads(second["config"])["reference_model"] == str(tiny_chat.resolve())  # the first policy stays the anchor
     # round 2 generated with round 1's model: its candidates differ from round 1's
     gen1, gen2 = by_round[1, "generate"], by_round[2, "generate"]
     assert gen1.fingerprint != gen2.fingerprint and gen2.calls > 0
