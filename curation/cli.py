@@ -3,8 +3,10 @@
 Every command takes `--catalog` (default ./catalogs/default or $CURATE_CATALOG), prints rich
 tables, offers `--json`, and exits non-zero on failure with a one-line message that says what to
 fix. Any error a command does not handle itself (OS, Arrow, Polars, DuckDB) is turned into such a
-line too; `curate --debug ...` shows the traceback instead. Messages carry user text (paths,
-names, refs), so the consoles interpret neither rich markup nor emoji codes.
+line too; `curate --debug ...` shows the traceback instead. With `--json` an error is one JSON
+object on stdout instead, `{"error", "file", "hint"}` (exit 1; a usage error keeps exit 2), so a
+script reads failures the way it reads results. Messages carry user text (paths, names, refs), so
+the consoles interpret neither rich markup nor emoji codes. `-h` is `--help` everywhere.
 """
 
 from __future__ import annotations
@@ -19,20 +21,35 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer._click.exceptions import ClickException  # typer vendors click: its usage errors are not the click package's
 from typer.core import TyperGroup
 
 
 class _Group(TyperGroup):
-    """Runs a command; an unexpected exception becomes one error line and exit code 1."""
+    """Runs a command; an unexpected exception becomes one error line (or JSON object) and exit code 1."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        _JSON["on"] = "--json" in args[: args.index("--") if "--" in args else len(args)]
+        _JSON["out"] = None
+        if not (_JSON["on"] and standalone_mode):
+            return super().main(args, *rest, standalone_mode=standalone_mode, **extra)
+        try:  # click prints usage errors itself in standalone mode; here they become JSON too
+            code = super().main(args, *rest, standalone_mode=False, **extra)
+        except ClickException as exc:
+            _json_error(exc.format_message(), None, "`curate COMMAND -h` lists its arguments and options")
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+        except (typer.Exit, typer.Abort, ClickException, SystemExit):
             raise
         except KeyboardInterrupt:
             err_console.print(Text("interrupted", style="bold red"))
@@ -40,12 +57,19 @@ class _Group(TyperGroup):
         except Exception as exc:
             if _debug():
                 raise
-            err_console.print(Text.assemble(("error: ", "bold red"), describe_error(exc)), soft_wrap=True)
+            message, hint = describe_error(exc)
+            if _JSON["on"]:
+                _json_error(message, getattr(exc, "filename", None), hint)
+                raise typer.Exit(1) from None
+            err_console.print(Text.assemble(("error: ", "bold red"), f"{message}; {hint}"), soft_wrap=True)
             err_console.print(Text("(`curate --debug ...` shows the traceback)", style="dim"))
             raise typer.Exit(1) from None
 
 
 _DEBUG = {"on": False}  # set by --debug; a plain global, as log records come from engine threads too
+# --json on the command line: errors are JSON objects, written to `out` (stdout unless a command
+# moved its JSON elsewhere, see `json_stream`)
+_JSON: dict[str, Any] = {"on": False, "out": None}
 
 
 def _debug() -> bool:
@@ -77,14 +101,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     cls=_Group,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit it
 )
 console = Console(markup=False, emoji=False)
 err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from curation import __version__
+
+        console.print(f"curate {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks of unexpected errors."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
 ) -> None:
     _DEBUG["on"] = debug
 
@@ -106,19 +141,18 @@ _HINTS = {
 }
 
 
-def describe_error(exc: BaseException) -> str:
-    """One line for an error no command handled: the file when known, and what to do."""
+def describe_error(exc: BaseException) -> tuple[str, str]:
+    """(what went wrong, what to do) for an error no command handled; the file when known."""
     if isinstance(exc, OSError) and (exc.filename or exc.strerror):
         where = f"{exc.filename}: " if exc.filename else ""
-        hint = _HINTS.get(exc.errno or -1, "check the file and run again")
-        return f"{where}{exc.strerror or exc}; {hint}"
+        return f"{where}{exc.strerror or exc}", _HINTS.get(exc.errno or -1, "check the file and run again")
     first = (str(exc).strip().splitlines() or [""])[0]
     kind = type(exc).__module__.split(".")[0]
     if kind == "duckdb":
-        return f"DuckDB: {first}; if this is a catalog's database, `curate doctor --catalog DIR` checks it"
+        return f"DuckDB: {first}", "if this is a catalog's database, `curate doctor --catalog DIR` checks it"
     if kind in ("pyarrow", "polars"):
-        return f"{kind}: {type(exc).__name__}: {first}; a data file is unreadable or damaged (`curate doctor` checks a catalog)"
-    return f"unexpected {type(exc).__name__}: {first}; this is a bug: rerun with `curate --debug ...` and report the traceback"
+        return f"{kind}: {type(exc).__name__}: {first}", "a data file is unreadable or damaged (`curate doctor` checks a catalog)"
+    return f"unexpected {type(exc).__name__}: {first}", "this is a bug: rerun with `curate --debug ...` and report the traceback"
 
 
 def catalog_path(catalog: str | None) -> Path:
@@ -127,9 +161,23 @@ def catalog_path(catalog: str | None) -> Path:
     return Path(catalog or os.environ.get(DEFAULT_CATALOG_ENV) or DEFAULT_CATALOG)
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(Text.assemble(("error: ", "bold red"), str(message)), soft_wrap=True)
+def fail(message: str, code: int = 1, *, file: str | os.PathLike | None = None, hint: str | None = None) -> NoReturn:
+    """Stop the command: one error line on stderr, or with --json one {"error", "file", "hint"} object."""
+    if _JSON["on"]:
+        _json_error(str(message), file, hint)
+    else:
+        text = f"{message}; {hint}" if hint else str(message)
+        err_console.print(Text.assemble(("error: ", "bold red"), text), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _json_error(message: str, file: str | os.PathLike | None, hint: str | None) -> None:
+    print_json({"error": message, "file": None if file is None else str(file), "hint": hint})
+
+
+def json_stream(out: Any) -> None:
+    """Where --json output goes from now on (a command that points stdout elsewhere, see `curate run`)."""
+    _JSON["out"] = out
 
 
 def warn(message: str) -> None:
@@ -137,7 +185,9 @@ def warn(message: str) -> None:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    out = _JSON["out"] or sys.stdout
+    out.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")
+    out.flush()
 
 
 def _load_commands() -> None:

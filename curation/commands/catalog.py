@@ -21,13 +21,13 @@ def _open(catalog: str | None, *, create: bool = False):
     root = catalog_path(catalog)
     if not create and not (root / "catalog.duckdb").is_file():
         if any((root / "datasets").glob("*/v*")):
-            fail(f"{root / 'catalog.duckdb'} is missing but {root / 'datasets'} holds published versions: "
-                 f"`curate doctor --fix --catalog {root}` rebuilds the database from their manifests")
-        fail(f"no catalog at {root}: import data first (`curate import FILE --name NAME --catalog {root}`)")
+            fail(f"{root / 'catalog.duckdb'} is missing but {root / 'datasets'} holds published versions",
+                 file=root / "catalog.duckdb", hint=f"`curate doctor --fix --catalog {root}` rebuilds the database from their manifests")
+        fail(f"no catalog at {root}", file=root, hint=f"import data first (`curate import FILE --name NAME --catalog {root}`)")
     try:
         return Catalog(root)
     except CatalogError as exc:
-        fail(str(exc))
+        fail(str(exc), file=root)
 
 
 def _errors():
@@ -77,7 +77,7 @@ def import_(
         with console.status(Text(f"reading {path} …"), spinner="dots"):
             data = read_source(path, format=format, limit=limit)
     except (*errors, ValueError) as exc:
-        fail(str(exc))
+        fail(str(exc), file=path)
     bad = data.quarantine.height
     fraction = bad / data.rows_read if data.rows_read else 0.0
     if fraction > max_bad_fraction:

@@ -23,8 +23,11 @@ def validate(
         r = load_recipe(recipe)
     except RecipeError as exc:
         if as_json:
-            print_json({"ok": False, "recipe": str(recipe), "problems": [
-                {"line": p.line, "path": p.where(), "message": p.message} for p in exc.problems]})
+            first = exc.problems[0] if exc.problems else None
+            print_json({"ok": False, "recipe": str(recipe),
+                        "error": f"{len(exc.problems)} problem(s) in {recipe}" + (f"; line {first.line or '?'}: {first.where()}: {first.message}" if first else ""),
+                        "file": str(recipe), "hint": "fix the fields listed under `problems` (each with its YAML line)",
+                        "problems": [{"line": p.line, "path": p.where(), "message": p.message} for p in exc.problems]})
         else:
             err_console.print(Text.assemble((f"{len(exc.problems)} problem(s)", "bold red"), f" in {recipe}:"))
             for p in exc.problems:

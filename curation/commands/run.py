@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -20,6 +19,7 @@ from curation.cli import (
     console,
     err_console,
     fail,
+    json_stream,
     print_json,
     setup_logging,
     warn,
@@ -39,8 +39,10 @@ def _check(recipe: Path, until: str | None):
     try:
         r = load_recipe(recipe)
         stage_order(until)
-    except (RecipeError, ValueError) as exc:
-        fail(str(exc))
+    except RecipeError as exc:
+        fail(str(exc), file=exc.path, hint=f"`curate validate {recipe}` lists every problem with its line")
+    except ValueError as exc:
+        fail(str(exc), file=recipe)
     return r
 
 
@@ -63,7 +65,8 @@ def run(
     if runner not in ("local", "dask", "ray"):
         fail(f"unknown --runner {runner!r}; use local, dask or ray")
     _check(recipe, until)
-    json_out = _stdout_for_json_only() if as_json else None
+    if as_json:
+        json_stream(_stdout_for_json_only())
     prefect_env()
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -74,12 +77,11 @@ def run(
         summary = run_flow(str(recipe), str(catalog_path(catalog)), until=until, runner=runner, address=address,
                            shard_size=shard_size)
     except StageError as exc:
-        fail(f"{exc}\n(finished stages are kept: run the same command again to resume)")
+        fail(str(exc), hint="finished stages are kept: run the same command again to resume")
     except RuntimeError as exc:
         fail(str(exc))
-    if json_out is not None:
-        json_out.write(json.dumps(summary, indent=2, default=str) + "\n")
-        json_out.flush()
+    if as_json:
+        print_json(summary)
     else:
         print_summary(summary)
 
