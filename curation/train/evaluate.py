@@ -58,7 +58,12 @@ def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
 
 
 def calibration(margins: list[float], bins: int = 10) -> dict[str, float]:
-    """ECE, Brier and log loss of p = σ(margin) as the probability that the label's chosen side wins."""
+    """ECE, Brier and log loss of p = σ(margin) as the probability that the label's chosen side wins.
+
+    Kept hand-written: scikit-learn has no ECE (calibration_curve gives no bin counts, and bins
+    here are on the symmetric confidence), and with one outcome (the label's side) Brier and log
+    loss are one-line means; brier_score_loss / log_loss would need labels=[0, 1] for the
+    single-class truth and clip differently, changing reported values of confidently wrong margins."""
     sigmoid = lambda x: 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))  # noqa: E731
     probs = [sigmoid(m) for m in margins]
     conf = [sigmoid(abs(m)) for m in margins]  # symmetric, so a pair and its flip share a bin
