@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from curation import schema
+from curation.progress import tracked
 from curation.rows import apply_flips
 from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, default_embedder
@@ -97,7 +98,7 @@ def apply_selectors(
     steps: list[dict[str, Any]] = []
     alive = np.ones(pool.height, dtype=bool)
     current = pool
-    for i, selector in enumerate(selectors):
+    for i, selector in enumerate(tracked(selectors, "select", lambda s: f"select: {s.name}")):
         stage = f"select.{i}:{selector.name}"
         step_ctx = dataclasses.replace(context, stage=stage)
         idx = np.flatnonzero(alive)

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, warn
+from curation.progress import progress
 
 FORMAT_HELP = "trl_dpo, trl_dpo_text, trl_reward, trl_kto, openrlhf, jsonl, parquet or hf"
 
@@ -74,8 +75,7 @@ def import_(
         fail(str(exc))
     cat = _open(catalog, create=True)
     try:
-        with console.status(Text(f"reading {path} …"), spinner="dots"):
-            data = read_source(path, format=format, limit=limit)
+        data = read_source(path, format=format, limit=limit)
     except (*errors, ValueError) as exc:
         fail(str(exc), file=path)
     bad = data.quarantine.height
@@ -92,7 +92,7 @@ def import_(
         )
     tables = {"prompts": data.prompts, "candidates": data.candidates, "pairs": data.pairs, "scores": data.scores, "quarantine": data.quarantine}
     try:
-        with console.status(Text(f"publishing {name} …"), spinner="dots"):
+        with progress(f"publishing {name}"):
             info = cat.publish(
                 name,
                 tables,
@@ -306,7 +306,7 @@ def export(
 
     cat = _open(catalog)
     try:
-        with console.status(Text(f"exporting {ref} as {format} …"), spinner="dots"):
+        with progress(f"exporting {ref} as {format}"):
             if verify:
                 cat.verify_version(ref)
             report = export_version(cat, ref, format, out)
@@ -338,7 +338,7 @@ def doctor_(
 
     root = catalog_path(catalog)
     try:
-        with console.status(Text(f"checking {root} …"), spinner="dots"):
+        with progress(f"checking {root}"):
             report = doctor(root, fix=fix, clean=clean, full=not quick)
     except _errors() as exc:
         fail(str(exc))

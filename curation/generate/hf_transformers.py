@@ -75,7 +75,7 @@ class TransformersGenerator(LocalModelGenerator):
         apply_length_rule(requests, tokenizer, context_length(self.model_dir), self.config)
 
     def complete(self, requests: list[Request], stats: Stats) -> list[Completion]:
-        from rich.progress import Progress
+        from curation.progress import tracked
 
         model, tokenizer = get_model(self.model_dir, self.model_identity(), self._device(), self.config.dtype)
         groups: dict[str, list[int]] = {}
@@ -87,12 +87,9 @@ class TransformersGenerator(LocalModelGenerator):
             size = self.config.batch_size
             batches += [indices[j : j + size] for j in range(0, len(indices), size)]
         completions: list[Completion | None] = [None] * len(requests)
-        with Progress(transient=True, disable=len(batches) < 4) as progress:
-            task = progress.add_task(f"transformers: {self.config.model}", total=len(batches))
-            for batch in batches:
-                for i, comp in zip(batch, _generate_batch(model, tokenizer, [requests[i] for i in batch])):
-                    completions[i] = comp
-                progress.advance(task)
+        for batch in tracked(batches, f"transformers: {self.config.model}", min_total=4):
+            for i, comp in zip(batch, _generate_batch(model, tokenizer, [requests[i] for i in batch])):
+                completions[i] = comp
         return completions  # type: ignore[return-value]
 
 

@@ -119,18 +119,18 @@ class OpenAIGenerator(Generator):
 
     async def _complete_all(self, requests: list[Request], stats: Stats) -> list[Completion]:
         import httpx
-        from rich.progress import Progress
+
+        from curation.progress import progress
 
         limit = asyncio.Semaphore(self.config.max_concurrency)
         limits = httpx.Limits(max_connections=self.config.max_concurrency)
         async with httpx.AsyncClient(timeout=self.config.timeout, limits=limits, headers=self._headers()) as client:
-            with Progress(transient=True, disable=len(requests) < 8) as progress:
-                task = progress.add_task(f"openai: {self.config.model}", total=len(requests))
+            with progress(f"openai: {self.config.model}", total=len(requests), min_total=8) as advance:
 
                 async def one(req: Request) -> Completion:
                     async with limit:
                         comp = await self._complete_one(client, req, stats)
-                    progress.advance(task)
+                    advance()
                     return comp
 
                 return list(await asyncio.gather(*(one(r) for r in requests)))

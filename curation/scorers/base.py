@@ -17,6 +17,7 @@ import polars as pl
 
 from curation import schema
 from curation.models import model_fingerprint
+from curation.progress import tracked
 from curation.registry import Component, ComponentConfig
 from curation.rows import with_texts
 from curation.scorers.fitness import FitnessThreshold, require_fitness
@@ -189,7 +190,7 @@ def run_scorers(
     point_in = pointwise_rows(prompts, candidates)
     pair_in = pairwise_rows(prompts, pairs, candidates) if pairs is not None else None
     frames = []
-    for s in scorers:
+    for s in tracked(scorers, "score", lambda s: f"score: {s.config.name} ({s.name})"):
         started = time.perf_counter()
         rows = point_in if s.mode == "pointwise" else pair_in
         out = s.score(rows)

@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 
 from curation import schema
+from curation.progress import progress
 from curation.rows import tie_mask, with_texts
 from curation.sources.adapters import (
     ADAPTERS,
@@ -122,10 +123,13 @@ def read_source(
         yield from head
         yield from rows
 
-    for raw in all_rows():
-        if limit is not None and build.counts["imported"] >= limit:
-            break
-        build.add(raw)
+    with progress(f"reading {reader.label}") as advance:  # a count of rows read: their total is unknown
+        for i, raw in enumerate(all_rows(), 1):
+            if limit is not None and build.counts["imported"] >= limit:
+                break
+            build.add(raw)
+            if i % 4096 == 0:  # one update per row would cost more than reading it
+                advance(4096)
     data = build.finish(path=str(path) if path is not None else reader.label, reader=reader.name, detected=format == "auto")
     log.info("%s in %.2fs", data.summary(), time.perf_counter() - started)
     return data
