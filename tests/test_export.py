@@ -92,8 +92,9 @@ def test_trl_dpo_text_kto_openrlhf(tmp_path: Path) -> None:
     ds = datasets.load_dataset("json", data_files=str(tmp_path / "text" / "train.jsonl"), split="train")
     by_id = {r["pair_id"]: r for r in ds}
     assert not is_conversational(by_id["p1"])
-    assert by_id["p1"]["prompt"] == "q1" and by_id["p1"]["chosen"] == "good 1"
-    assert by_id["p0"]["prompt"].startswith("System: be brief\n\nHuman: first 0") and by_id["p0"]["prompt"].endswith("Assistant:")
+    # one template for single- and multi-turn rows: the plain Human/Assistant template, answers after the cue
+    assert by_id["p1"]["prompt"] == "Human: q1\n\nAssistant:" and by_id["p1"]["chosen"] == " good 1"
+    assert by_id["p0"]["prompt"] == "System: be brief\n\nHuman: first 0\n\nAssistant: earlier answer\n\nHuman: follow-up 0\n\nAssistant:"
     assert by_id["p0"]["chosen"] == " good 0"
 
     report = export_rows(rows, "trl_kto", tmp_path / "kto")
@@ -137,15 +138,15 @@ def test_the_string_prompt_trap_is_caught() -> None:
 
 
 def test_whole_conversation_with_explicit_prompt_is_caught() -> None:
-    view, _ = to_view(_multi_turn_rows(), "trl_dpo")
+    view = to_view(_multi_turn_rows(), "trl_dpo").rows
     dup = view.with_columns(pl.concat_list("prompt", "chosen").alias("chosen"))
     with pytest.raises(ExportError, match=r"row 0 \(pair_id p0\), field `chosen`: must be exactly one assistant message"):
         check_view(dup, "trl_dpo")
-    text, _ = to_view(_multi_turn_rows(), "trl_dpo_text")
+    text = to_view(_multi_turn_rows(), "trl_dpo_text").rows
     text = text.with_columns((pl.col("prompt") + pl.col("chosen")).alias("chosen"))
     with pytest.raises(ExportError, match="repeats the prompt"):
         check_view(text, "trl_dpo_text")
-    reward, _ = to_view(_multi_turn_rows(), "trl_reward")
+    reward = to_view(_multi_turn_rows(), "trl_reward").rows
     multi = pl.col("rejected").list.len() > 2  # drop the system turn from multi-turn rejected sides
     reward = reward.with_columns(pl.when(multi).then(pl.col("rejected").list.slice(1)).otherwise(pl.col("rejected")).alias("rejected"))
     with pytest.raises(ExportError, match="does not share the chosen conversation's prompt turns"):
@@ -195,8 +196,9 @@ def test_check_export_refuses_without_writing(tmp_path: Path) -> None:
     rows = _multi_turn_rows()
     check_export(rows, "trl_dpo", tmp_path / "new")  # a good view and a new folder: nothing to say
     empty = rows.with_columns(pl.when(pl.col("pair_id") == rows["pair_id"][1]).then(pl.lit("")).otherwise(pl.col("chosen")).alias("chosen"))
-    with pytest.raises(ExportError, match=r"trl_dpo_text: row 1 .*field `chosen`: is empty"):
-        check_export(empty, "trl_dpo_text")
+    check_export(empty, "trl_dpo_text")  # skipped: the row is quarantined
+    with pytest.raises(ExportError, match=r"trl_dpo_text: row 1 .*field `chosen`: empty_answer"):
+        check_export(empty, "trl_dpo_text", on_invalid="fail")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
     with pytest.raises(ExportError, match="not an earlier export"):

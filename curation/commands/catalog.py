@@ -13,7 +13,8 @@ from rich.text import Text
 from curation.cli import CatalogOption, JsonOption, app, catalog_path, console, err_console, fail, print_json, warn
 from curation.progress import progress
 
-FORMAT_HELP = "trl_dpo, trl_dpo_text, trl_reward, trl_kto, openrlhf, jsonl, parquet or hf"
+FORMAT_HELP = ("trl_dpo, trl_dpo_text, trl_reward, trl_kto, openrlhf (trainer input), or canonical_jsonl, "
+               "canonical_parquet, canonical_hf (the canonical rows, not trainer input)")
 
 
 def _open(catalog: str | None, *, create: bool = False):
@@ -298,10 +299,14 @@ def export(
     format: str = typer.Option(..., "--format", help=FORMAT_HELP),
     out: Path = typer.Option(..., "--out", help="Output folder (new, empty, or an earlier export)"),
     verify: bool = typer.Option(False, "--verify", help="Hash every file of the version before exporting it."),
+    on_invalid: str = typer.Option("skip", "--on-invalid", help="skip: quarantine rows the format cannot carry "
+                                   "(listed in quarantine.jsonl); fail: stop at the first one"),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="trl_dpo_text: model folder whose chat template "
+                                            "renders the text (default: the plain Human/Assistant template)"),
     catalog: Optional[str] = CatalogOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Write a version in a trainer's format; every view is checked before it is written."""
+    """Write a version in a trainer's format; bad rows are quarantined with reasons, every view is checked."""
     from curation.export import export_version
 
     cat = _open(catalog)
@@ -309,7 +314,7 @@ def export(
         with progress(f"exporting {ref} as {format}"):
             if verify:
                 cat.verify_version(ref)
-            report = export_version(cat, ref, format, out)
+            report = export_version(cat, ref, format, out, on_invalid=on_invalid, tokenizer=tokenizer)
     except _errors() as exc:
         fail(str(exc))
     if as_json:
@@ -319,8 +324,16 @@ def export(
     skipped = ", ".join(f"{k} {v}" for k, v in report.skipped.items()) or "nothing"
     console.print(f"exported {report.ref} as {report.format} to {report.path}: wrote {written}; skipped {skipped}")
     console.print(f"files: {', '.join(report.files)}")
+    if report.template:
+        console.print(f"text rendered with the {report.template}")
+    for split, b in report.kto_balance.items():
+        console.print(f"KTO {split}: {b['desirable']} desirable, {b['undesirable']} undesirable: train with "
+                      f"desirable_weight {b['desirable_weight']} (curate train --method kto sets it from the data)")
+    if report.note:
+        err_console.print(report.note)
     if report.skipped:
-        err_console.print("skipped rows carry no usable preference for this format (ties have no direction).")
+        err_console.print("skipped rows (quarantine.jsonl lists each with its reason) carry no usable preference for "
+                          "this format; --on-invalid fail stops at the first invalid one instead.")
 
 
 @app.command("doctor")

@@ -361,4 +361,15 @@ class _Builder:
             {"prompt_id": [p for p, _, _ in self.rated], "label_source": [lab for _, _, lab in self.rated]}
         ).unique("prompt_id", keep="first")
         pairs = built.pairs.drop("label_source").join(labels, on="prompt_id", how="left")
+        unpaired = labels.height - pairs["prompt_id"].n_unique()
+        if unpaired:
+            self.counts["prompts_unpaired"] = unpaired
+        if pairs.height == 0:
+            how = ("a completion labelled true and one labelled false" if self.det.format == "kto"
+                   else "two responses with different ratings")
+            raise SourceError(
+                f"{self.label}: no pairs: {self.det.format} rows rate responses one by one, and none of the "
+                f"{labels.height} prompts has {how}. The catalog stores pairs: import paired data "
+                "(prompt, chosen, rejected), or rows whose prompts carry both kinds"
+            )
         return schema.conform(pairs, "pairs")

@@ -154,7 +154,8 @@ def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
 
     m = config.method
     fmt = {"reward": "trl_reward", "kto": "trl_kto"}.get(m, "trl_dpo")
-    view, skipped = to_view(rows, fmt)
+    built = to_view(rows, fmt)
+    view, skipped = built.rows, built.skipped
     if skipped:
         log.info("TRL view %s skipped %s", fmt, skipped)
     if view.height == 0:

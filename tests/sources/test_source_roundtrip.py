@@ -35,10 +35,15 @@ def test_export_then_import_keeps_ids(published, fmt):
     out = catalog.export(info.ref, fmt, root / fmt)
     again = read_source(_export_file(out, fmt))
     assert again.format == "curate" and again.detected
-    assert again.counts["imported"] == data.counts["imported"] and again.quarantine.height == 0
-    assert set(again.pairs["pair_id"]) == set(data.pairs["pair_id"])
-    assert set(again.candidates["candidate_id"]) == set(data.candidates["candidate_id"])
-    assert set(again.prompts["prompt_id"]) == set(data.prompts["prompt_id"])
+    # preference views quarantine the rows hh-rlhf flags (extra turns in an answer); canonical ones keep all
+    quarantine = out / "quarantine.jsonl"
+    gone = {json.loads(line)["pair_id"] for line in quarantine.read_text().splitlines()} if quarantine.exists() else set()
+    assert bool(gone) == (fmt not in ("jsonl", "parquet", "hf"))
+    kept = data.pairs.filter(~data.pairs["pair_id"].is_in(list(gone)))
+    assert again.counts["imported"] == kept.height and again.quarantine.height == 0
+    assert set(again.pairs["pair_id"]) == set(kept["pair_id"])
+    assert set(again.candidates["candidate_id"]) == set(kept["chosen_id"]) | set(kept["rejected_id"])
+    assert set(again.prompts["prompt_id"]) == set(kept["prompt_id"])
     assert set(again.pairs["label_source"]) == set(data.pairs["label_source"])
     if fmt in ("jsonl", "parquet", "hf"):  # canonical rows carry the upstream meta
         before = {k: json.loads(m)["subset"] for k, m in zip(data.pairs["pair_id"], data.pairs["meta"])}
@@ -54,12 +59,30 @@ def test_published_pairs_parquet_imports_with_ids(published):
     assert "upstream_pair_id" not in "".join(again.pairs["meta"])  # the content ids agreed
 
 
+def test_kto_import_without_pairs_fails_loudly(tmp_path):
+    """TRL KTO data often labels one completion per prompt: nothing to pair, so the import refuses
+    (it used to publish a 0-row version and exit 0); prompts left unpaired beside paired ones are counted."""
+    from curation.sources import SourceError
+
+    rows = [{"prompt": "What is 2+2?", "completion": "4", "label": True},
+            {"prompt": "Capital of France?", "completion": "Berlin", "label": False}]
+    path = tmp_path / "kto.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SourceError, match="kto.jsonl: no pairs: .*none of the 2 prompts has a completion labelled true and one labelled false"):
+        read_source(path)
+    rows.append({"prompt": "What is 2+2?", "completion": "5", "label": False})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = read_source(path)
+    assert data.pairs.height == 1 and data.counts["prompts_unpaired"] == 1
+
+
 def test_kto_export_rebuilds_the_pairs_from_labels(published):
     catalog, info, data, root = published
     out = catalog.export(info.ref, "trl_kto", root / "kto")
     again = read_source(_export_file(out, "trl_kto"))
     assert again.format == "kto"
     assert set(again.scores["scorer"]) == {"kto:label"}
+    gone = {json.loads(line)["pair_id"] for line in (out / "quarantine.jsonl").read_text().splitlines()}
     one_pair_prompts = data.pairs.group_by("prompt_id").len().filter(len=1)["prompt_id"]
-    expected = set(data.pairs.filter(data.pairs["prompt_id"].is_in(one_pair_prompts.implode()))["pair_id"])
+    expected = set(data.pairs.filter(data.pairs["prompt_id"].is_in(one_pair_prompts.implode()))["pair_id"]) - gone
     assert expected and expected <= set(again.pairs["pair_id"])
