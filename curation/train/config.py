@@ -39,7 +39,9 @@ class TrainConfig(ComponentConfig):
 
     `data` is a catalog ref ("name@v3", "name@v3:train"); in a recipe it defaults to the version
     the recipe publishes. `model` is a local model folder (a policy, or for `reward` a base model
-    whose sequence-classification head is trained). Per-pair `weight` and `epsilon` columns written
+    whose sequence-classification head is trained: a decoder, or an encoder such as MiniLM or
+    DeBERTa; a model without a chat template reads conversations through
+    curation.export.PLAIN_CHAT_TEMPLATE, saved with the trained model). Per-pair `weight` and `epsilon` columns written
     by selectors are honoured when `use_weights` / `use_pair_epsilon` are on.
     """
 
@@ -60,6 +62,11 @@ class TrainConfig(ComponentConfig):
         None, description="reward: margin Bradley-Terry loss; None = when the version has margins, True = required"
     )
     simpo_gamma: float = Field(0.5, ge=0.0, description="SimPO target reward margin (gamma / beta ratio in TRL CPO)")
+    desirable_weight: float | None = Field(
+        None, gt=0.0, description="kto: loss weight of desirable completions; None = evened from the data's balance "
+        "(curation.export.kto_balance, the middle of TRL's recommended range)"
+    )
+    undesirable_weight: float = Field(1.0, gt=0.0, description="kto: loss weight of undesirable completions")
     sft_weight: float = Field(
         0.0, ge=0.0, description="dpo: add TRL's 'sft' loss (NLL of the chosen response) with this weight, RPO-style"
     )
@@ -92,6 +99,8 @@ class TrainConfig(ComponentConfig):
             raise ValueError("loss 'robust' (rDPO) belongs to method dpo")
         if self.sft_weight > 0 and self.method != "dpo":
             raise ValueError("sft_weight adds an NLL term to method dpo's loss; other methods take none")
+        if self.method != "kto" and (self.desirable_weight is not None or self.undesirable_weight != 1.0):
+            raise ValueError(f"desirable_weight / undesirable_weight weigh KTO's unpaired completions; method {self.method!r} takes none")
         if self.epsilon is not None and not (self.method == "cdpo" or (self.method == "dpo" and self.loss == "robust")):
             under = f"method {self.method!r}" + (f" with loss {self.loss!r}" if self.method == "dpo" else "")
             raise ValueError(

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from curation.export import PLAIN_CHAT_TEMPLATE, ensure_chat_template, kto_balance
 from curation.models import ModelError, check_model_dir
 from curation.train.config import TrainConfig
 from curation.train.data import PairData, TrainDataError, check_for_method, load_pairs, to_trl
@@ -76,8 +77,31 @@ def prepare(source: str | pl.DataFrame | None, config: TrainConfig, catalog: Any
         catalog = _open_catalog(catalog)
     data = load_pairs(source, catalog, split="train")
     rows = check_for_method(data, config)
-    tokenizer = check_tokenizer(config.model)
+    tokenizer = check_tokenizer(config.model, need_chat_template=config.method != "reward")
+    if config.method == "reward" and ensure_chat_template(tokenizer):
+        log.info("%s has no chat template: conversations are flattened with curation.export.PLAIN_CHAT_TEMPLATE "
+                 "(saved with the trained model)", config.model)
     return data, rows, tokenizer
+
+
+def _fit_to_data(cfg: TrainConfig, dataset: Any) -> TrainConfig:
+    """Settings the data or the model decide when the config leaves them open: KTO's desirable_weight
+    from the desirable / undesirable balance; reward max_length within an encoder's positions."""
+    update: dict[str, Any] = {}
+    if cfg.method == "kto" and cfg.desirable_weight is None:
+        balance = kto_balance(pl.Series(dataset["label"], dtype=pl.Boolean))
+        weight = balance["desirable_weight"]
+        update["desirable_weight"] = 1.0 if weight is None else round(weight * cfg.undesirable_weight, 3)
+        log.info("kto: %d desirable, %d undesirable completions: desirable_weight %s", balance["desirable"],
+                 balance["undesirable"], update["desirable_weight"])
+    if cfg.method == "reward":
+        from transformers import AutoConfig
+
+        positions = getattr(AutoConfig.from_pretrained(str(cfg.model)), "max_position_embeddings", None)
+        if positions and cfg.max_length > positions:
+            log.warning("max_length %d is over %s's %d positions: using %d", cfg.max_length, cfg.model, positions, positions)
+            update["max_length"] = positions
+    return cfg.model_copy(update=update) if update else cfg
 
 
 def train(
@@ -102,6 +126,7 @@ def train(
     log.info("training %s on %s (%d pairs) from %s -> %s", cfg.method, data.label, rows.height, cfg.model, out)
 
     dataset = to_trl(rows, cfg)
+    cfg = _fit_to_data(cfg, dataset)
     ref_info: dict[str, Any] = {}
     trainer = _build_trainer(cfg, dataset, tokenizer, data, ref_info, callbacks or [])
     lengths = _length_counts(len(dataset), trainer.train_dataset, cfg.max_length)
@@ -151,6 +176,7 @@ def train(
             "label_sources": sorted(set(rows["label_source"].drop_nulls().to_list())),
             "score": sorted(set(rows["score"].drop_nulls().to_list())),
             "lora": cfg.lora is not None,
+            "chat_template": "plain (curation.export.PLAIN_CHAT_TEMPLATE)" if tokenizer.chat_template == PLAIN_CHAT_TEMPLATE else "the model's",
             "config": cfg.model_dump(mode="json"),
             "metrics": metrics,
             "model_id": result.model_id,
@@ -296,7 +322,7 @@ def _orpo_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any]
 def _kto_trainer(cfg: TrainConfig, args: dict[str, Any], common: dict[str, Any], data: PairData, ref_info: dict[str, Any]) -> Any:
     from trl import KTOConfig, KTOTrainer
 
-    targs = KTOConfig(beta=cfg.beta, **args)
+    targs = KTOConfig(beta=cfg.beta, desirable_weight=cfg.desirable_weight or 1.0, undesirable_weight=cfg.undesirable_weight, **args)
     return KTOTrainer(model=str(cfg.model), args=targs, peft_config=_peft(cfg, "CAUSAL_LM"), **common)
 
 
