@@ -199,3 +199,23 @@ def test_canonical_views_are_named_as_such(hh, tmp_path: Path) -> None:
     assert saved["format"] == "canonical_jsonl" and "Not trainer input" in saved["note"]
     first = json.loads((tmp_path / "old-name" / "train.jsonl").read_text().splitlines()[0])
     assert set(schema.VERSION_ROWS.names) <= set(first)
+
+
+def test_every_trainer_view_reads_one_way_whatever_the_hash_seed(hh, ae2, tokenizer, tmp_path: Path) -> None:
+    """TRL's is_conversational looks at whichever supported key a set yields first (hash-seed
+    dependent): in a trainer view every key must give the same answer; canonical rows do not."""
+    from trl.data_utils import is_conversational
+
+    rows = pl.concat([hh, ae2])
+    strict = copy.deepcopy(tokenizer)
+    strict.chat_template = STRICT_TEMPLATE
+    keys = ("prompt", "chosen", "rejected", "completion")
+    for fmt in ("trl_dpo", "trl_dpo_text", "trl_reward", "trl_kto", "openrlhf", "canonical_jsonl"):
+        export_rows(rows, fmt, tmp_path / fmt)
+        answers = set()
+        for row in _load(tmp_path / fmt):
+            answers |= {(k, is_conversational({k: row[k]})) for k in keys if k in row}
+            if fmt == "openrlhf":  # OpenRLHF renders prompt + answer with the policy's chat template
+                strict.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)
+        kinds = {conversational for _, conversational in answers}
+        assert len(kinds) == (2 if fmt == "canonical_jsonl" else 1), (fmt, answers)
