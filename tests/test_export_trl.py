@@ -219,3 +219,36 @@ def test_every_trainer_view_reads_one_way_whatever_the_hash_seed(hh, ae2, tokeni
                 strict.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)
         kinds = {conversational for _, conversational in answers}
         assert len(kinds) == (2 if fmt == "canonical_jsonl" else 1), (fmt, answers)
+
+
+def test_the_cli_reports_quarantine_kto_weight_and_template(hh, shared_data: Path, tiny_chat: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from typer.testing import CliRunner
+
+    from curation.catalog import open_catalog
+    from curation.cli import _load_commands, app
+
+    _load_commands()
+    cat = open_catalog(tmp_path / "cat")
+    data_path = tmp_path / "hh.jsonl"  # the source rows of the slice, as they come
+    ids = set(hh["meta"].str.json_path_match("$.id").to_list())
+    with gzip.open(shared_data / "hh_rlhf_test.jsonl.gz", "rt") as lines:
+        data_path.write_text("".join(line for line in lines if json.loads(line)["id"] in ids))
+    runner = CliRunner()
+
+    def curate(*args: str):
+        return runner.invoke(app, [*args, "--catalog", str(cat.root)], env={"COLUMNS": "500"})
+
+    assert curate("import", str(data_path), "--name", "hh").exit_code == 0
+    res = curate("export", "hh", "--format", "trl_kto", "--out", str(tmp_path / "kto"), "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    flagged = int((_flag(hh, "response_has_extra_turns") | _flag(hh, "irregular_turns")).sum())
+    assert sum(report["skipped"].values()) == flagged and "quarantine.jsonl" in report["files"]
+    assert report["kto_balance"]["train"]["desirable_weight"] > 0
+    res = curate("export", "hh", "--format", "trl_dpo_text", "--tokenizer", str(tiny_chat), "--out", str(tmp_path / "text"))
+    assert res.exit_code == 0 and f"chat template of {tiny_chat}" in " ".join(res.output.split())
+    res = curate("export", "hh", "--format", "trl_dpo", "--on-invalid", "fail", "--out", str(tmp_path / "fail"))
+    assert res.exit_code == 1 and "--on-invalid skip" in " ".join(res.output.split())
+    assert not (tmp_path / "fail").exists()
