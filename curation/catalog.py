@@ -2,8 +2,17 @@
 
     <catalog>/catalog.duckdb          datasets, versions, runs, lineage, models, evaluations
     <catalog>/artifacts/<stage>/<fp>.parquet
-    <catalog>/datasets/<name>/v<N>/   pairs.parquet (VERSION_ROWS), pool, prompts, candidates,
-                                      scores, decisions, quarantine parquet, manifest.json, card.md
+    <catalog>/datasets/<name>/v<N>/   data/train.parquet, data/test.parquet (VERSION_ROWS, one file
+                                      per split), pool, prompts, candidates, scores, decisions,
+                                      quarantine parquet, plots/*.png, manifest.json, README.md
+
+A version folder is a Hub dataset repository as it stands: README.md is its dataset card, whose
+YAML header names the split files (`configs`), so `datasets.load_dataset(<folder>)` gives the
+train and test splits and `curate push` uploads the folder as it is. Versions published before
+the split layout hold one pairs.parquet with a split column; they load, verify and diff alike.
+The fingerprint is a hash of the rows' content (RowsHasher), not of the files' bytes, so the same
+rows give the same fingerprint however they are written; older versions keep the file hash they
+were published with.
 
 Publishing is atomic: the files are written into a temporary folder, renamed to `v<N>` and
 only then is the version row committed in one DuckDB transaction; the manifest says
@@ -21,6 +30,7 @@ and closes; readers take a shared lock for the moment they read the small tables
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -36,12 +46,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from curation import schema
 from curation.export import check_export, export_version
-from curation.report import version_card
+from curation.report import draw_plots, version_card
 from curation.rows import RowsError, table_or_empty, version_rows
 from curation.store import ArtifactStore, fsync_dir, pid_alive
 
@@ -96,8 +108,16 @@ class VersionInfo:
     run_id: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
 
-    def file(self, table: str = "pairs") -> Path:
+    def file(self, table: str) -> Path:
+        """The one file of a lineage table (pairs have one file per split: `files`)."""
         return self.path / f"{table}.parquet"
+
+    def files(self, table: str = "pairs") -> list[Path]:
+        """A table's Parquet files: the pairs' one per split (train first; only the ref's split when it
+        names one), or the one pairs.parquet of a version published before the split layout."""
+        if table != "pairs":
+            return [self.file(table)]
+        return [p for p, _ in pair_files(self.path, read_manifest(self.path), self.split)]
 
 
 # ---------------------------------------------------------------- names and refs
@@ -135,6 +155,10 @@ def _timestamp(value: Any) -> datetime | None:
 def _write_file(df: pl.DataFrame, path: Path, table: str) -> None:
     """Conform to the table's schema, write (polars' writer is the fast one), fsync."""
     schema.conform(df, table).write_parquet(path, compression="zstd")
+    _fsync(path)
+
+
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -158,6 +182,136 @@ MANIFEST = "manifest.json"
 VERSION_DIR = re.compile(r"^v(\d+)$")
 TMP_DIR = re.compile(r"^\.tmp-(\d+)-")
 FOOTER_TAIL = 8  # a Parquet file ends with the footer's length (4 bytes) and b"PAR1"
+
+
+PAIR_SPLITS = ("train", "test")
+LEGACY_PAIRS = "pairs.parquet"  # the one pairs file of versions published before the split layout
+
+
+def split_path(split: str) -> str:
+    """Where a split's pairs live inside a version folder (the Hub's data/<split> convention)."""
+    return f"data/{split}.parquet"
+
+
+class RowsHasher:
+    """sha256 of rows' content, one stream per column (validity, lengths and values kept apart), so
+    the same rows in the same order give the same digest however they are batched, chunked or stored
+    (file layout, row groups, compression)."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, Any] = {}
+
+    def update(self, table: pa.Table) -> None:
+        for name in table.column_names:
+            for chunk in table.column(name).chunks:
+                self._feed(name, chunk)
+
+    def hexdigest(self) -> str:
+        return schema.content_hash("rows", {k: h.hexdigest() for k, h in self._streams.items()})
+
+    def _put(self, key: str, data: Any) -> None:
+        self._streams.setdefault(key, hashlib.sha256()).update(data)
+
+    def _feed(self, key: str, arr: pa.Array) -> None:
+        self._put(key + "#valid", arr.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+        kind = arr.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            arr = (arr.fill_null("") if arr.null_count else arr).cast(pa.large_string())
+            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
+            self._put(key + "#len", np.diff(offsets).tobytes())
+            if len(arr) and offsets[-1] > offsets[0]:
+                self._put(key, memoryview(arr.buffers()[2])[offsets[0] : offsets[-1]])
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            self._put(key + "#len", arr.value_lengths().fill_null(0).cast(pa.int64()).to_numpy().tobytes())
+            self._feed(key + "[]", arr.flatten())
+        elif pa.types.is_null(kind):
+            return
+        elif pa.types.is_struct(kind):
+            for field_, child in zip(kind, arr.flatten()):
+                self._feed(f"{key}.{field_.name}", child)
+        else:
+            values = arr.fill_null(pa.scalar(0, kind)) if arr.null_count else arr
+            self._put(key, values.to_numpy(zero_copy_only=False).tobytes())
+
+
+def rows_fingerprint(splits: Mapping[str, str]) -> str:
+    """A version's fingerprint from its splits' content digests (RowsHasher.hexdigest per split)."""
+    return schema.content_hash("version_rows", dict(sorted(splits.items())))[: schema.ID_HEX_CHARS]
+
+
+class PairSplitsWriter:
+    """Writes VERSION_ROWS frames, batch by batch, into one Parquet file per split and hashes their
+    content as it goes: `close` returns each split's file and rows, and the version's fingerprint."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        (folder / "data").mkdir(parents=True, exist_ok=True)
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._hashers = {s: RowsHasher() for s in PAIR_SPLITS}
+        self._rows = dict.fromkeys(PAIR_SPLITS, 0)
+        self._nbytes = dict.fromkeys(PAIR_SPLITS, 0)  # in memory (Arrow): the card's dataset_size
+
+    def _writer(self, split: str) -> pq.ParquetWriter:
+        if split not in self._writers:
+            # content-defined chunking: pages cut by content, so a new version that shares rows with an
+            # older one uploads only what changed to Hub storage that deduplicates chunks (Xet)
+            self._writers[split] = pq.ParquetWriter(self.folder / split_path(split), schema.VERSION_ROWS,
+                                                    compression="zstd", use_content_defined_chunking=True)
+        return self._writers[split]
+
+    def write(self, rows: pl.DataFrame) -> None:
+        unknown = set(rows["split"].unique().to_list()) - set(PAIR_SPLITS)
+        if unknown:
+            raise CatalogError(f"publish: rows with split {sorted(map(str, unknown))}; a split is train or test")
+        for split in PAIR_SPLITS:
+            part = rows.filter(pl.col("split") == split)
+            if part.height:
+                table = schema.to_arrow(part, "version_rows")
+                self._writer(split).write_table(table)
+                self._hashers[split].update(table)
+                self._rows[split] += part.height
+                self._nbytes[split] += table.nbytes
+
+    def close(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """Each split's {"path", "rows", "nbytes"} (an empty split is written too, so every version has
+        both files) and the fingerprint; the files are fsynced."""
+        for split in PAIR_SPLITS:
+            self._writer(split).close()
+            _fsync(self.folder / split_path(split))
+        fsync_dir(self.folder / "data")
+        splits = {s: {"path": split_path(s), "rows": self._rows[s], "nbytes": self._nbytes[s]} for s in PAIR_SPLITS}
+        return splits, rows_fingerprint({s: h.hexdigest() for s, h in self._hashers.items()})
+
+
+def pairs_fingerprint(folder: Path, manifest: Mapping[str, Any]) -> str:
+    """Recompute a version's fingerprint from its files (the split files' content, or the legacy
+    pairs.parquet's bytes), to compare with the one recorded."""
+    if not manifest.get("splits"):
+        return _sha256(folder / LEGACY_PAIRS)
+    digests = {}
+    for split, entry in manifest["splits"].items():
+        hasher = RowsHasher()
+        for batch in pq.ParquetFile(folder / entry["path"]).iter_batches(batch_size=65536):
+            hasher.update(pa.Table.from_batches([batch]))
+        digests[split] = hasher.hexdigest()
+    return rows_fingerprint(digests)
+
+
+def fingerprint_problem(folder: Path, manifest: Mapping[str, Any], expected: str) -> str | None:
+    """Why the pairs' content does not give the recorded fingerprint (None when it does)."""
+    try:
+        found = pairs_fingerprint(folder, manifest)
+    except Exception as exc:  # ArrowInvalid, OSError: a file whose footer is intact but not its pages
+        return f"damaged ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+    return None if found == expected else "its content hash differs from the recorded fingerprint (edited)"
+
+
+def pair_files(folder: Path, manifest: Mapping[str, Any], split: str | None = None) -> list[tuple[Path, int | None]]:
+    """The files holding a version's pairs with the rows each must hold (train before test), or
+    the legacy pairs.parquet (rows: the version's, whatever the split)."""
+    if not manifest.get("splits"):
+        return [(folder / LEGACY_PAIRS, None)]
+    return [(folder / e["path"], int(e["rows"])) for s, e in manifest["splits"].items() if split in (None, s)]
 
 
 def file_digest(path: Path) -> dict[str, Any]:
@@ -409,6 +563,7 @@ class Catalog:
         run: Mapping[str, Any] | None = None,
         recipe: Mapping[str, Any] | None = None,
         card: str | None = None,
+        selection: Mapping[str, Any] | None = None,
         test_fraction: float = 0.0,
         seed: int = 0,
         generated_by: str | None = None,
@@ -422,7 +577,9 @@ class Catalog:
         `formats`: export views checked (curation.export.check_export) before anything is written,
         so a version the run cannot export is never published. `key`: what a run calls this publish
         (its stage fingerprint); `published(name, key)` finds the version again, so a retry after a
-        failed export does not publish a second copy.
+        failed export does not publish a second copy. `selection`: the select stage's report (each
+        step beside its random control), shown on the card. `card`: markdown that replaces the
+        generated card's body (its YAML header is always generated).
         """
         name = validate_name(name)
         started = time.perf_counter()
@@ -449,12 +606,14 @@ class Catalog:
         tmp = ds_dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
-            _write_file(rows, tmp / "pairs.parquet", "version_rows")
+            writer = PairSplitsWriter(tmp)
+            writer.write(rows)
+            splits, fp = writer.close()
             _write_file(table_or_empty(tables, "pairs"), tmp / "pool.parquet", "pairs")
             for t, df in lineage_frames.items():
                 _write_file(df, tmp / f"{t}.parquet", t)
-            digests = {p.name: file_digest(p) for p in sorted(tmp.glob("*.parquet"))}
-            fp = digests["pairs.parquet"]["sha256"][: schema.ID_HEX_CHARS]
+            digests = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*.parquet"))}
+            plots = draw_plots(rows, lineage_frames, selection, tmp)  # before the lock: it takes a moment
             with self._write() as con:
                 version = self._next_version(con, name, ds_dir)
                 ref = f"{name}@v{version}"
@@ -466,6 +625,7 @@ class Catalog:
                     "created_at": created.isoformat() + "Z",
                     "rows": rows.height,
                     "fingerprint": fp,
+                    "splits": splits,
                     "counts": counts,
                     "parents": parent_refs,
                     "run_id": run_id,
@@ -473,15 +633,14 @@ class Catalog:
                     "key": key,
                     "test_fraction": test_fraction,
                     "seed": seed,
-                    "files": sorted(p.name for p in tmp.iterdir()) + ["manifest.json", "card.md"],
+                    "files": sorted(digests) + plots + ["manifest.json", "README.md"],
                     "digests": digests,
                     "recipe": recipe,
+                    "selection": selection,
                     "committed": False,  # until the catalog transaction is done: see mark_committed
                 }
                 _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
-                if card is None:
-                    card = version_card(rows, lineage_frames, manifest)
-                _write_text(tmp / "card.md", card)
+                _write_text(tmp / "README.md", version_card(rows, lineage_frames, manifest, plots, body=card))
                 fsync_dir(tmp)
                 final = ds_dir / f"v{version}"
                 os.rename(tmp, final)
@@ -691,16 +850,16 @@ class Catalog:
         if table not in LOADABLE_TABLES:
             raise CatalogError(f"unknown table {table!r}; choose one of {', '.join(LOADABLE_TABLES)}")
         info = self.resolve(ref)
-        path = info.file(table)
-        self._check_file(info, table, full=False)
+        paths = self._check_file(info, table, full=False)
         split = info.split if table == "pairs" else None
+        legacy = split is not None and paths[0].name == LEGACY_PAIRS  # one file: filter its split column
         if as_ == "duckdb":
             import duckdb
 
-            rel = duckdb.connect().read_parquet(str(path))
-            return rel.filter(f"split = '{split}'") if split else rel  # split is 'train' or 'test'
-        df = pl.read_parquet(path)
-        if split:
+            rel = duckdb.connect().read_parquet([str(p) for p in paths])
+            return rel.filter(f"split = '{split}'") if legacy else rel  # split is 'train' or 'test'
+        df = pl.read_parquet(paths)
+        if legacy:
             df = df.filter(pl.col("split") == split)
         if as_ == "polars":
             return df
@@ -713,30 +872,40 @@ class Catalog:
             return datasets.Dataset(df.to_arrow(), fingerprint=f"{info.fingerprint or info.ref}-{table}-{split or 'all'}")
         raise CatalogError(f"unknown load format {as_!r}; choose polars, arrow, hf or duckdb")
 
-    def _check_file(self, info: VersionInfo, table: str, full: bool) -> None:
-        """Raise CatalogError when a version's file is not what was published (see verify_file)."""
-        path = info.file(table)
+    def _check_file(self, info: VersionInfo, table: str, full: bool) -> list[Path]:
+        """The files of a version's table, once checked to be what was published (see verify_file);
+        CatalogError when one is not."""
         try:
             manifest = read_manifest(info.path)
         except CatalogError as exc:
             raise CatalogError(f"{info.ref} cannot be served: {exc}") from None
+        files = pair_files(info.path, manifest, info.split) if table == "pairs" else [(info.file(table), None)]
+        digests = manifest.get("digests") or {}
+        why, path = None, files[0][0]
         if table == "pairs" and manifest.get("fingerprint") not in (None, info.fingerprint):
             why = "its manifest names other content than the catalog recorded (the folder was replaced)"
-        else:
-            why = verify_file(path, (manifest.get("digests") or {}).get(path.name), rows=info.rows if table == "pairs" else None, full=full)
-            if why is None and full and table == "pairs" and info.fingerprint and _sha256(path) != info.fingerprint:
-                why = "its content hash differs from the catalog's fingerprint (edited)"
+        for path, rows in files:
+            rel = path.relative_to(info.path).as_posix()
+            legacy_rows = info.rows if path.name == LEGACY_PAIRS else None
+            why = why or verify_file(path, digests.get(rel), rows=rows if rows is not None else legacy_rows, full=full)
+            if why:
+                break
+        if why is None and full and table == "pairs" and info.fingerprint:
+            path = info.path / (LEGACY_PAIRS if not manifest.get("splits") else "data")
+            why = fingerprint_problem(info.path, manifest, info.fingerprint)
         if why:
             raise CatalogError(
                 f"{info.ref} cannot be served: {path} {why}. A published version is immutable: restore the file "
                 f"from a backup, or see `curate doctor --catalog {self.root}`"
             )
+        return [p for p, _ in files]
 
     def verify_version(self, ref: str | VersionInfo) -> VersionInfo:
         """Full check of every table of a version (sha256 of every byte); CatalogError on the first bad one."""
         info = self.resolve(ref)
+        whole = dataclasses.replace(info, split=None)  # every split, whatever the ref asked for
         for table in LOADABLE_TABLES:
-            self._check_file(info, table, full=True)
+            self._check_file(whole, table, full=True)
         return info
 
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:
@@ -763,8 +932,15 @@ class Catalog:
                 con.execute(f"CREATE VIEW {t} AS SELECT * FROM _{t}")
             versions = pl.from_arrow(meta["versions"])
             if versions.height:
-                files = [str(self.root / p / "pairs.parquet") for p in versions["path"].to_list()]
-                fmap = pa.table({"filename": files, "dataset": versions["name"].to_list(), "version": versions["version"].to_list()})
+                files, names, numbers = [], [], []
+                for rel, name, number in versions.select("path", "name", "version").iter_rows():
+                    folder = self.root / rel
+                    legacy = folder / LEGACY_PAIRS
+                    for path in [legacy] if legacy.exists() else [folder / split_path(s) for s in PAIR_SPLITS]:
+                        files.append(str(path))
+                        names.append(name)
+                        numbers.append(number)
+                fmap = pa.table({"filename": files, "dataset": names, "version": numbers})
                 con.register("_files", fmap)
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(

@@ -2,7 +2,7 @@
 
 The version folders' manifests are the immutable record of what was published; the database
 indexes them. The doctor verifies every version (each file's sha256, size and row count against
-its manifest, the pairs fingerprint against the database), lists version folders the database
+its manifest, the pairs' content fingerprint against the database), lists version folders the database
 does not know, database rows whose folder is gone, and leftovers of killed processes. It changes
 nothing unless asked: `fix` moves an unreadable database aside, rebuilds missing rows from intact
 manifests and marks committed manifests; `clean` deletes leftovers (version folders whose manifest
@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from curation.catalog import (
+    LEGACY_PAIRS,
     TMP_DIR,
     VERSION_DIR,
     Catalog,
     CatalogError,
-    _sha256,
+    fingerprint_problem,
     manifest_state,
     mark_committed,
     read_manifest,
@@ -107,17 +108,18 @@ def _open_database(cat: Catalog, report: DoctorReport, fix: bool) -> Any:
 def _check_version(cat: Catalog, folder: Path, manifest: dict[str, Any], full: bool, fingerprint: str | None = None) -> str | None:
     """Why the folder is not the version its manifest describes (None when it is)."""
     digests = manifest.get("digests") or {}
-    for name in manifest.get("files") or []:
-        path = folder / name
-        why = verify_file(path, digests.get(name), rows=manifest.get("rows") if name == "pairs.parquet" else None, full=full)
+    split_rows = {e["path"]: e["rows"] for e in (manifest.get("splits") or {}).values()}
+    for name in dict.fromkeys([*(manifest.get("files") or []), *split_rows]):
+        rows = split_rows.get(name, manifest.get("rows") if name == LEGACY_PAIRS else None)
+        why = verify_file(folder / name, digests.get(name), rows=rows, full=full)
         if why:
             return f"{name} {why}"
-    pairs = folder / "pairs.parquet"
     expected = fingerprint or manifest.get("fingerprint")
     if manifest.get("fingerprint") and fingerprint and manifest["fingerprint"] != fingerprint:
         return "its manifest names other content than the database recorded"
-    if full and expected and pairs.is_file() and _sha256(pairs) != expected:
-        return "pairs.parquet's content hash differs from the recorded fingerprint"
+    if full and expected and (split_rows or (folder / LEGACY_PAIRS).is_file()):
+        why = fingerprint_problem(folder, manifest, expected)
+        return f"its pairs: {why}" if why else None
     return None
 
 

@@ -70,11 +70,13 @@ def test_publish_resolve_load(tmp_path: Path) -> None:
     assert cat.resolve("toy").version == 2
     assert cat.resolve("toy@v1").version == cat.resolve("toy@1").version == 1
     assert cat.versions("toy")["version"].to_list() == [1, 2]
-    for f in ("pairs", "pool", "prompts", "candidates", "scores", "decisions", "quarantine", "manifest.json", "card.md"):
+    for f in ("data/train.parquet", "data/test.parquet", "pool", "prompts", "candidates", "scores", "decisions",
+              "quarantine", "manifest.json", "README.md"):
         assert (v1.path / (f if "." in f else f"{f}.parquet")).is_file(), f
     manifest = json.loads((v1.path / "manifest.json").read_text())
     assert manifest["ref"] == "toy@v1" and manifest["rows"] == 4
-    assert "# toy@v1" in (v1.path / "card.md").read_text()
+    assert {s: e["rows"] for s, e in manifest["splits"].items()} == {"train": v1.counts["train"], "test": v1.counts["test"]}
+    assert "# toy@v1" in (v1.path / "README.md").read_text()
 
     rows = cat.load("toy@v1")
     assert rows.columns == schema.VERSION_ROWS.names
@@ -138,7 +140,7 @@ def test_decisions_denormalise(tmp_path: Path) -> None:
     assert rows[ids[1]]["chosen"] == "good answer 1"  # two flips cancel
     assert rows[ids[3]]["weight"] == 1.0 and rows[ids[3]]["epsilon"] is None
     assert info.counts["dropped"] == 1 and info.counts["flipped"] == 1
-    card = (info.path / "card.md").read_text()
+    card = (info.path / "README.md").read_text()
     assert "select.1:kmq dropped: budget | 1" in card
 
 
@@ -285,7 +287,7 @@ def test_killed_publish_leaves_no_visible_version(tmp_path: Path, monkeypatch: p
     proc.start()
     orphan = root / "datasets" / "crash" / "v2"
     deadline = time.time() + 60
-    while not (orphan / "card.md").exists() and time.time() < deadline:
+    while not (orphan / "README.md").exists() and time.time() < deadline:
         time.sleep(0.05)
     assert orphan.is_dir(), "the publisher never reached the pause between files and transaction"
     os.kill(proc.pid, signal.SIGKILL)

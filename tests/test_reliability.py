@@ -127,10 +127,10 @@ def test_leftovers_are_reported_and_removed_only_with_clean(tmp_path: Path) -> N
 def test_edited_or_swapped_pairs_are_not_served(tmp_path: Path) -> None:
     root = tmp_path / "cat"
     cat, infos = _three_versions(root)
-    v1, v2, v3 = (i.path / "pairs.parquet" for i in infos)
+    v1, v2, v3 = (i.path / "data" / "train.parquet" for i in infos)
     edited = pl.read_parquet(v1).with_columns(pl.lit("EDITED").alias("chosen"))
     edited.write_parquet(v1, compression="zstd")
-    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/pairs\.parquet .*(edited)"):
+    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/data/train\.parquet .*(edited)"):
         cat.load("ds@v1")
     shutil.copy(v3, v2)  # a whole file swapped in from another version
     with pytest.raises(CatalogError, match=r"ds@v2 cannot be served: .*holds 5 rows where the catalog recorded 4"):
@@ -150,9 +150,9 @@ def test_edited_or_swapped_pairs_are_not_served(tmp_path: Path) -> None:
 def test_truncated_pairs_and_lineage_tables_are_named(tmp_path: Path) -> None:
     root = tmp_path / "cat"
     cat, infos = _three_versions(root)
-    pairs = infos[0].path / "pairs.parquet"
+    pairs = infos[0].path / "data" / "train.parquet"
     pairs.write_bytes(pairs.read_bytes()[:200])
-    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/pairs\.parquet damaged"):
+    with pytest.raises(CatalogError, match=r"ds@v1 cannot be served: .*v1/data/train\.parquet damaged"):
         cat.load("ds@v1")
     decisions = infos[1].path / "decisions.parquet"
     decisions.write_bytes(decisions.read_bytes()[:-10])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,8 +57,10 @@ class Publish(Stage):
         info = catalog.published(recipe.dataset_name, report.fingerprint)  # an earlier try whose export failed
         if info is None:
             frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
+            report_ref = tables.get("select_report")  # each selection step beside its random control, for the card
+            selection = json.loads(pl.read_parquet(report_ref.path)["report"][0]) if report_ref else None
             info = catalog.publish(
-                recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"),
+                recipe.dataset_name, frames, run=dict(run), recipe=recipe.model_dump(mode="json"), selection=selection,
                 test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
                 formats=recipe.publish.formats, key=report.fingerprint, generated_by=generator(recipe, tables),
             )

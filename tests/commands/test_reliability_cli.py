@@ -253,10 +253,10 @@ def test_tampered_version_is_refused_by_show_and_export(catalog: Path, tmp_path:
 
     copy = tmp_path / "cat"
     shutil.copytree(catalog, copy)
-    pairs = copy / "datasets" / "good" / "v1" / "pairs.parquet"
+    pairs = copy / "datasets" / "good" / "v1" / "data" / "train.parquet"
     pl.read_parquet(pairs).head(10).write_parquet(pairs)
     show = curate("show", "good", "--catalog", str(copy))
-    assert show.exit_code == 1 and "holds 10 rows where the catalog recorded 40" in show.output
+    assert show.exit_code == 1 and "holds 10 rows where the catalog recorded" in show.output
     exp = curate("export", "good", "--format", "jsonl", "--out", str(tmp_path / "e"), "--catalog", str(copy))
     assert exp.exit_code == 1 and "cannot be served" in exp.output and not (tmp_path / "e").exists()
     assert curate("show", "good", "--verify", "--catalog", str(catalog)).exit_code == 0

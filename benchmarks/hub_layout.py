@@ -1,0 +1,73 @@
+"""Publish a real slice (hh-rlhf test + AlpacaEval-2 pairs) and load it back the ways a user would.
+
+Times `Catalog.publish` (files, card, plots, catalog transaction), `Catalog.load`, and, where the
+version folder is a Hub-style dataset, `datasets.load_dataset(version_dir)` with its split sizes.
+Each source is published `--repeats` times; the median and the spread are reported.
+
+    python -m benchmarks.hub_layout [--repeats 3] [--label after]
+
+Results: benchmarks/results/hub_layout.json (one entry per --label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "hub_layout.json"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SOURCES = ("hh_rlhf_test.jsonl.gz", "alpaca_eval2_gpt4turbo_pairs.jsonl.gz")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--test-fraction", type=float, default=0.1)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from curation.catalog import Catalog
+    from curation.sources import read_source
+
+    out: dict = {"label": args.label, "test_fraction": args.test_fraction, "repeats": args.repeats, "sources": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["HF_HOME"] = str(Path(tmp) / "hf")
+        cat = Catalog(Path(tmp) / "cat")
+        for name in SOURCES:
+            data = read_source(str(SHARED / name))
+            tables = {"prompts": data.prompts, "candidates": data.candidates, "pairs": data.pairs,
+                      "scores": data.scores, "quarantine": data.quarantine}
+            times, info = [], None
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                info = cat.publish(name.split(".")[0], tables, recipe={"import": {"path": str(SHARED / name)}},
+                                   test_fraction=args.test_fraction, seed=0)
+                times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            rows = cat.load(info)
+            load_s = time.perf_counter() - t0
+            entry = {"rows": info.rows, "publish_s": {"median": statistics.median(times), "min": min(times), "max": max(times)},
+                     "load_s": load_s, "splits": rows["split"].value_counts().sort("split").rows(),
+                     "files": sorted(str(p.relative_to(info.path)) for p in info.path.rglob("*") if p.is_file())}
+            if (info.path / "README.md").is_file():
+                import datasets
+
+                t0 = time.perf_counter()
+                ds = datasets.load_dataset(str(info.path))
+                entry["load_dataset_s"] = time.perf_counter() - t0
+                entry["load_dataset_splits"] = {k: v.num_rows for k, v in ds.items()}
+            out["sources"][name] = entry
+            print(name, json.dumps(entry, default=str))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[args.label] = out
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()
