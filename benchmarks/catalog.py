@@ -92,7 +92,7 @@ def _step_publish_big(root: str, n_pairs: int, q: mp.Queue) -> None:
     t2 = time.perf_counter()
     size = sum(p.stat().st_size for p in info.path.iterdir())
     q.put({"build_tables_s": t1 - t0, "publish_s": t2 - t1, "rows": info.rows, "version_bytes": size,
-           "pairs_parquet_bytes": info.file().stat().st_size, "peak_rss_mb": _rss_mb()})
+           "pairs_parquet_bytes": sum(p.stat().st_size for p in info.files()), "peak_rss_mb": _rss_mb()})
 
 
 def _step_load_big(root: str, out: str, q: mp.Queue) -> None:

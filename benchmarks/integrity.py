@@ -53,9 +53,9 @@ def main() -> None:
         t = time.perf_counter()
         info = cat.publish("big", tables)
         publish_s = time.perf_counter() - t
-        files = sorted(info.path.glob("*.parquet"))
+        files = sorted(info.path.rglob("*.parquet"))
         digest_s = _median_s(lambda: [file_digest(p) for p in files], args.repeats)
-        pairs = info.file("pairs")
+        pairs = info.files("pairs")
         raw, checked, full = [], [], []
         for _ in range(args.repeats):  # interleaved, so drifting load on the machine hits all three alike
             t = time.perf_counter()
