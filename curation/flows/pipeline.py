@@ -154,7 +154,7 @@ def task_runner(runner: str, address: str | None = None) -> Any:
             from prefect_ray import RayTaskRunner
         except ImportError:
             raise RuntimeError(
-                "--runner ray needs prefect-ray, which is not installed (pip install 'prefect-ray>=0.6,<0.7'); "
+                "--runner ray needs the ray extra, which is not installed (pip install -e '.[ray]'); "
                 "--runner dask works out of the box"
             ) from None
         return RayTaskRunner(address=address or os.environ.get("RAY_ADDRESS"))
@@ -163,10 +163,12 @@ def task_runner(runner: str, address: str | None = None) -> Any:
 
 @contextlib.contextmanager
 def shared_api(runner: str) -> Iterator[str | None]:
-    """Workers in other processes need one Prefect API: start the ephemeral server here if unset.
+    """Workers in other processes need one Prefect API: this process's ephemeral server when unset.
 
     Without it every Dask or Ray worker would start its own temporary server on the same
-    database. The server's URL travels to the workers in the serialised settings context.
+    database. The server's URL travels to the workers in the serialised settings context. The
+    server is the one Prefect's ephemeral mode starts for this process (one per process, stopped
+    when the process exits), so it is left running: a flow run's events may still be on the way.
     """
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -177,11 +179,8 @@ def shared_api(runner: str) -> Iterator[str | None]:
 
     server = SubprocessASGIServer()
     server.start()
-    try:
-        with temporary_settings({PREFECT_API_URL: server.api_url}):
-            yield server.api_url
-    finally:
-        server.stop()
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        yield server.api_url
 
 
 def run_flow(

@@ -1,50 +1,88 @@
-"""--runner dask: the mapped shards of a real flow run on a real local Dask cluster's worker processes."""
+"""The task runners: the mapped shards of a real flow run on a real local Dask cluster's and a real
+local Ray cluster's worker processes, and all three runners publish the same version."""
 
 from __future__ import annotations
 
 import os
 
+import polars as pl
+import psutil
 import pytest
 import yaml
+from polars.testing import assert_frame_equal
 
 from curation.quickstart import write_prompts_jsonl
 
 
+def _worker_pids(summary: dict) -> set[int]:
+    stages = {s["stage"]: s for s in summary["stages"]}
+    workers = stages["generate"]["detail"]["workers"] + stages["score"]["detail"]["workers"]
+    return {int(w.rsplit(":", 1)[1]) for w in workers}
+
+
+def _tables(summary: dict) -> dict[str, pl.DataFrame]:
+    """The run's tables, rows in key order (shards finish in any order on a cluster)."""
+    keys = {"candidates": ["candidate_id"], "scores": ["target_id", "scorer"], "pairs": ["pair_id"],
+            "decisions": ["target_id", "stage"]}
+    return {t: pl.read_parquet(summary["artifacts"][t]["path"]).sort(k) for t, k in keys.items()}
+
+
 @pytest.mark.slow
-def test_generation_shards_run_on_dask_worker_processes(tmp_path, tiny_chat):
+def test_local_dask_and_ray_runners_publish_the_same_version(tmp_path, tiny_chat):
+    """Generation and scoring shards run in cluster workers (never the flow's process); the
+    candidates, scores, pairs and decisions are equal row for row, and the published versions have
+    one content fingerprint."""
+    import ray
     from dask.distributed import Client, LocalCluster
 
+    from curation.catalog import open_catalog
     from curation.flows.pipeline import run_flow
 
     write_prompts_jsonl(tmp_path / "prompts.jsonl", 12, seed=7)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
-        "name": "dask-gen",
+        "name": "runners",
         "sources": [{"path": "prompts.jsonl"}],
-        "generate": {"backend": "transformers", "model": str(tiny_chat), "n": 2, "sampling": {"max_tokens": 4}},
-        "score": [{"kind": "verify", "name": "correct"}],
+        "generate": {"backend": "transformers", "model": str(tiny_chat), "n": 2,
+                     "sampling": {"max_tokens": 6, "temperature": 1.0, "seed": 3}},
+        "score": [{"kind": "heuristic", "name": "len", "measure": "length", "unit": "chars"}],
+        "pairs": {"builder": "best_worst", "score": "len"},
+        "select": [{"kind": "dedup", "method": "exact"}],
     }))
+    run = lambda runner, **kw: run_flow(str(recipe), str(tmp_path / runner), runner=runner, shard_size=4, **kw)
+
+    local = run("local")
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        worker_pids = set(client.run(os.getpid).values())
-        summary = run_flow(str(recipe), str(tmp_path / "catalog"), until="score", runner="dask",
-                           address=cluster.scheduler_address, shard_size=4)
-    stages = {s["stage"]: s for s in summary["stages"]}
-    gen, score = stages["generate"], stages["score"]
+        dask_pids = set(client.run(os.getpid).values())
+        dask = run("dask", address=cluster.scheduler_address)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, namespace="curate-test")
+    try:
+        ray_summary = run("ray")  # the runner finds the cluster this process started
+        raylet = ray.get(ray.remote(lambda: os.getppid()).remote())  # Ray's workers are the raylet's children
+        ray_pids = {p.pid for p in psutil.Process(raylet).children()}
+    finally:
+        ray.shutdown()
+
+    gen = {s["stage"]: s for s in local["stages"]}["generate"]
     assert (gen["shards"], gen["calls"], gen["rows_out"]) == (3, 24, 24)
-    assert score["shards"] == 3 and score["rows_out"] == 24
-    pids = {int(w.rsplit(":", 1)[1]) for w in gen["detail"]["workers"] + score["detail"]["workers"]}
-    assert pids and pids <= worker_pids  # every shard ran in a cluster worker ...
-    assert os.getpid() not in pids  # ... none in the flow's own process
+    assert _worker_pids(local) == {os.getpid()}  # one process: the flow's own
+    for summary, pids in ((dask, dask_pids), (ray_summary, ray_pids)):
+        ran = _worker_pids(summary)
+        assert ran and os.getpid() not in ran  # every shard ran outside the flow's process ...
+        assert ran <= pids  # ... in one of the cluster's workers
+    expected = _tables(local)
+    for summary in (dask, ray_summary):
+        for table, frame in _tables(summary).items():
+            assert_frame_equal(frame, expected[table])  # floats (log-probabilities) to 1e-5
+    fingerprints = {r: open_catalog(tmp_path / r).versions("runners")["fingerprint"].to_list()
+                    for r in ("local", "dask", "ray")}
+    assert fingerprints["local"] == fingerprints["dask"] == fingerprints["ray"] and len(fingerprints["local"]) == 1
+    assert local["version"] == dask["version"] == ray_summary["version"] == "runners@v1"
 
 
-def test_unknown_runner_and_missing_ray_are_clear_errors():
+def test_unknown_runner_is_a_clear_error():
     from curation.flows.pipeline import task_runner
 
     with pytest.raises(ValueError, match="unknown runner 'spark'"):
         task_runner("spark")
-    try:
-        import prefect_ray  # noqa: F401
-    except ImportError:
-        with pytest.raises(RuntimeError, match="pip install 'prefect-ray"):
-            task_runner("ray")
