@@ -2,7 +2,10 @@
 
 Any backend in `curation.generate.GENERATORS` works (vLLM engine, an OpenAI-compatible server,
 transformers): the scorer sends chat prompts as a `prompts` frame and reads the candidates' text.
-Replies are parsed tolerantly: JSON anywhere in the reply first, then patterns.
+Replies are parsed tolerantly: JSON anywhere in the reply first, then patterns. The JSON a
+scorer asks for is a pydantic model (`reply_model`); its JSON schema is what structured output
+sends. Reading stays tolerant rather than `model_validate`: small or unconstrained judges write
+'7/10', "Rating" or an extra key, which a strict model would turn into lost rows.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from curation import schema
 from curation.scorers.base import ScorerConfig
@@ -44,10 +47,17 @@ def judge_generator_config(config: dict[str, Any]) -> dict[str, Any]:
 
 StructuredOutput = Literal["off", "vllm", "openai"]
 RATIONALE = r'"rationale": "[^"\\\n]{0,300}"'
+Rationale = Annotated[str, Field(max_length=300)]  # the JSON schema's twin of RATIONALE
+
+
+def reply_model(name: str, **fields: Any) -> type[BaseModel]:
+    """A reply format: these fields (`name=(type, ...)`), all required and no others, as OpenAI's
+    strict `response_format` wants."""
+    return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def with_structured_output(
-    config: dict[str, Any], mode: StructuredOutput, regex: str, json_schema: dict[str, Any]
+    config: dict[str, Any], mode: StructuredOutput, regex: str, reply: type[BaseModel] | None
 ) -> dict[str, Any]:
     """Constrain replies to the expected JSON through the `openai` backend's request body:
     'vllm' sends vLLM's `structured_outputs.regex` (exact layout, even a random model complies),
@@ -62,7 +72,7 @@ def with_structured_output(
     else:
         extra["response_format"] = {
             "type": "json_schema",
-            "json_schema": {"name": "judgement", "schema": json_schema, "strict": True},
+            "json_schema": {"name": "judgement", "schema": reply.model_json_schema() if reply else {}, "strict": True},
         }
     return {**config, "extra_body": extra}
 
@@ -130,6 +140,7 @@ class LLMCalls:
 # ---------------------------------------------------------------- tolerant reply parsing
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_DECODER = json.JSONDecoder()
 
 
 def json_objects(text: str) -> list[dict[str, Any]]:
@@ -138,42 +149,16 @@ def json_objects(text: str) -> list[dict[str, Any]]:
     for chunk in [m.group(1) for m in _FENCE.finditer(text)] or [text]:
         i = chunk.find("{")
         while i >= 0:
-            end = _object_end(chunk, i)
-            obj = None
-            if end is not None:
-                try:
-                    obj = json.loads(chunk[i : end + 1])
-                except json.JSONDecodeError:
-                    obj = None
+            try:  # the JSON value starting at this brace, and where it ends
+                obj, end = _DECODER.raw_decode(chunk, i)
+            except json.JSONDecodeError:
+                obj = None
             if isinstance(obj, dict):
                 found.append(obj)
-                i = chunk.find("{", end + 1)  # type: ignore[operator]
+                i = chunk.find("{", end)
             else:
                 i = chunk.find("{", i + 1)
     return found[::-1]
-
-
-def _object_end(text: str, start: int) -> int | None:
-    """Index of the brace closing the one at `start` (strings respected), or None."""
-    depth, in_str, esc = 0, False, False
-    for j in range(start, len(text)):
-        ch = text[j]
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-        elif ch == '"':
-            in_str = True
-        elif ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return j
-    return None
 
 
 def get_key(obj: dict[str, Any], *names: str) -> Any:
@@ -226,5 +211,5 @@ class LLMScorerConfig(ScorerConfig):
 
     @model_validator(mode="after")
     def _check_structured(self) -> "LLMScorerConfig":
-        with_structured_output(self.generator, self.structured_output, "", {})
+        with_structured_output(self.generator, self.structured_output, "", None)
         return self

@@ -14,10 +14,10 @@ a reply that cannot be read gives a null value with the raw reply kept.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from curation import schema
 from curation.scorers import SCORERS
@@ -25,11 +25,13 @@ from curation.scorers._llm import (
     RATIONALE,
     LLMCalls,
     LLMScorerConfig,
+    Rationale,
     as_float,
     clip,
     get_key,
     json_objects,
     number_alternation,
+    reply_model,
     with_structured_output,
 )
 from curation.scorers.base import Scorer
@@ -200,29 +202,20 @@ class JudgeConfig(LLMScorerConfig):
     aspects: list[str] = Field(default_factory=list, description="pointwise: rate each aspect, value = their mean")
     criteria: str | None = Field(None, description="extra instructions for pointwise rating")
 
-    def reply_format(self, mode: str) -> tuple[str, dict[str, Any]]:
-        """(regex, JSON schema) of the reply a judge in `mode` asks for."""
+    def reply_format(self, mode: str) -> tuple[str, type[BaseModel]]:
+        """(regex, pydantic model) of the reply a judge in `mode` asks for: the same format twice,
+        for vLLM's regex-constrained decoding and OpenAI's JSON-schema `response_format`."""
         rating = number_alternation(1, self.scale)
-        rating_schema = {"type": "integer", "minimum": 1, "maximum": self.scale}
-        rationale_schema = {"type": "string", "maxLength": 300}
+        rated = {"rationale": (Rationale, ...), "rating": (Annotated[int, Field(ge=1, le=self.scale)], ...)}
         if mode == "pairwise":
             regex = r'\{' + RATIONALE + r', "winner": "(A|B|tie)"\}'
-            props: dict[str, Any] = {"rationale": rationale_schema, "winner": {"type": "string", "enum": ["A", "B", "tie"]}}
-        elif self.aspects:
+            return regex, reply_model("PairwiseVerdict", rationale=(Rationale, ...), winner=(Literal["A", "B", "tie"], ...))
+        if self.aspects:
             inner = r'\{' + RATIONALE + r', "rating": ' + rating + r'\}'
             regex = r'\{' + ", ".join(f'"{a}": {inner}' for a in self.aspects) + r'\}'
-            aspect = {
-                "type": "object",
-                "properties": {"rationale": rationale_schema, "rating": rating_schema},
-                "required": ["rationale", "rating"],
-                "additionalProperties": False,
-            }
-            props = {a: aspect for a in self.aspects}
-        else:
-            regex = r'\{' + RATIONALE + r', "rating": ' + rating + r'\}'
-            props = {"rationale": rationale_schema, "rating": rating_schema}
-        schema = {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-        return regex, schema
+            aspect = reply_model("AspectRating", **rated)  # aspect names are keys, not Python names: aliases
+            return regex, reply_model("AspectRatings", **{f"aspect_{i}": (aspect, Field(alias=a)) for i, a in enumerate(self.aspects)})
+        return r'\{' + RATIONALE + r', "rating": ' + rating + r'\}', reply_model("Rating", **rated)
 
 
 @SCORERS.register("judge")
@@ -234,8 +227,8 @@ class Judge(Scorer):
 
     def __init__(self, config: JudgeConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
-        regex, json_schema = self.config.reply_format(self.mode)
-        generator = with_structured_output(self.config.generator, self.config.structured_output, regex, json_schema)
+        regex, reply = self.config.reply_format(self.mode)
+        generator = with_structured_output(self.config.generator, self.config.structured_output, regex, reply)
         self.llm = LLMCalls(generator, owner=self.config.name)
 
     @property

@@ -15,10 +15,10 @@ every per-criterion score.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import polars as pl
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from curation.scorers import SCORERS
 from curation.scorers._llm import (
@@ -28,6 +28,7 @@ from curation.scorers._llm import (
     clip,
     get_key,
     json_objects,
+    reply_model,
     with_structured_output,
 )
 from curation.scorers.base import Scorer
@@ -134,6 +135,22 @@ def total(criteria: list[dict[str, Any]], scores: list[float], gate: bool) -> fl
     return sum(w * s for w, s in zip(weights, scores)) / (10 * sum(weights))
 
 
+def rubric_format(k: int) -> tuple[str, type[BaseModel]]:
+    """(vLLM regex, pydantic model) of a rubric reply with 1..k criteria."""
+    item = r'\{"criterion": "[^"\\\n]{5,120}", "type": "(hard_rule|principle)", "weight": [1-5]\}'
+    regex = r'\{"criteria": \[' + item + r"(, " + item + r"){0," + str(k - 1) + r"}\]\}"
+    criterion = reply_model("Criterion", criterion=(str, ...), type=(Literal["hard_rule", "principle"], ...),
+                            weight=(Annotated[int, Field(ge=1, le=5)], ...))
+    return regex, reply_model("RubricReply", criteria=(Annotated[list[criterion], Field(max_length=k)], ...))  # type: ignore[valid-type]
+
+
+def grades_format(n: int) -> tuple[str, type[BaseModel]]:
+    """(vLLM regex, pydantic model) of a grading reply: exactly n scores in 0..10."""
+    regex = r'\{"scores": \[(10|[0-9])(, (10|[0-9])){' + str(n - 1) + r"}\]\}"
+    score = Annotated[int, Field(ge=0, le=10)]
+    return regex, reply_model("Grades", scores=(Annotated[list[score], Field(min_length=n, max_length=n)], ...))
+
+
 class RubricConfig(LLMScorerConfig):
     max_criteria: int = Field(6, ge=1, le=20)
     contrastive: bool = Field(True, description="pairwise: write the rubric from the pair and keep it only if consistent with the label")
@@ -154,31 +171,7 @@ class Rubric(Scorer):
     def __init__(self, config: RubricConfig | None = None, **kwargs) -> None:
         super().__init__(config, **kwargs)
         c = self.config
-        k = c.max_criteria
-        item = r'\{"criterion": "[^"\\\n]{5,120}", "type": "(hard_rule|principle)", "weight": [1-5]\}'
-        rubric_regex = r'\{"criteria": \[' + item + r"(, " + item + r"){0," + str(k - 1) + r"}\]\}"
-        rubric_schema = {
-            "type": "object",
-            "properties": {
-                "criteria": {
-                    "type": "array",
-                    "maxItems": k,
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "criterion": {"type": "string"},
-                            "type": {"type": "string", "enum": ["hard_rule", "principle"]},
-                            "weight": {"type": "integer", "minimum": 1, "maximum": 5},
-                        },
-                        "required": ["criterion", "type", "weight"],
-                        "additionalProperties": False,
-                    },
-                }
-            },
-            "required": ["criteria"],
-            "additionalProperties": False,
-        }
-        self.writer = LLMCalls(with_structured_output(c.generator, c.structured_output, rubric_regex, rubric_schema), c.name)
+        self.writer = LLMCalls(with_structured_output(c.generator, c.structured_output, *rubric_format(c.max_criteria)), c.name)
         self.graders: dict[int, LLMCalls] = {}  # the grading format depends on the criteria count
         self.generator: Any = None  # set to any Generator to use it for writing and grading
 
@@ -190,14 +183,7 @@ class Rubric(Scorer):
     def grader(self, n: int) -> LLMCalls:
         if n not in self.graders:
             c = self.config
-            regex = r'\{"scores": \[(10|[0-9])(, (10|[0-9])){' + str(n - 1) + r"}\]\}"
-            schema = {
-                "type": "object",
-                "properties": {"scores": {"type": "array", "minItems": n, "maxItems": n, "items": {"type": "integer", "minimum": 0, "maximum": 10}}},
-                "required": ["scores"],
-                "additionalProperties": False,
-            }
-            self.graders[n] = LLMCalls(with_structured_output(c.generator, c.structured_output, regex, schema), c.name)
+            self.graders[n] = LLMCalls(with_structured_output(c.generator, c.structured_output, *grades_format(n)), c.name)
         if self.generator is not None:
             self.graders[n].generator = self.generator
         return self.graders[n]
