@@ -46,7 +46,13 @@ def boxed(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> tuple[str | None, str]:
-    """The final answer in a solution and how it was found ('none' when nothing was)."""
+    """The final answer in a solution and how it was found ('none' when nothing was).
+
+    Kept hand-written rather than math-verify's extraction on the whole text: on the 8,806 real
+    GSM8K solutions in ../shared/data it agrees with every upstream label (accuracy 1.0, 95% CI
+    0.9996-1), math-verify's `parse` misses 14 right ones (0.9984, CI 0.9973-0.9991; it takes an
+    earlier expression over "A: 41" or "#### 33") and is 10-100x slower (4.0 vs 0.04-0.4 ms per
+    solution); see benchmarks/math_extraction.py. math-verify still decides non-numeric answers."""
     b = boxed(text)
     if b is not None:
         return b, "boxed"
