@@ -1,10 +1,12 @@
 """`openai`: any OpenAI-compatible chat-completions server (vLLM's server, TGI, hosted APIs).
 
-Requests go out concurrently (at most `max_concurrency` at a time) through one async HTTP client.
-429, 5xx, timeouts, dropped connections and unreadable replies are retried with exponential
-backoff and jitter (a server's Retry-After is honoured); a request that still fails, or that the
-server refuses (other 4xx, e.g. a prompt over the context length), becomes a row with `error`
-set, and the run goes on. A quick health check first turns "no server there" into one clear error.
+Requests go out concurrently (at most `max_concurrency` at a time) through the `openai` SDK's async
+client, which retries 408/409/429/5xx, timeouts and dropped connections (honouring Retry-After,
+also as milliseconds or a date) with the recipe's exponential backoff and jitter. A 200 whose body
+is no completion is retried here, within the same attempt budget. A request that still fails, or
+that the server refuses (other 4xx, e.g. a prompt over the context length), becomes a row with
+`error` set, and the run goes on. A quick health check first turns "no server there" into one
+clear error.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import threading
 from typing import Any
 
+import openai
 from pydantic import Field
 
 from curation import schema
@@ -25,17 +28,30 @@ from curation.stats import Stats
 
 log = logging.getLogger("curation.generate")
 
-RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+class _Unreadable(Exception):
+    """A 200 reply that holds no completion (a proxy's HTML page, no choices): worth another try."""
 
 
-class _Retryable(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+class _Client(openai.AsyncOpenAI):
+    """The SDK's client with the recipe's backoff: the SDK keeps its delays (0.5 s doubling to 8 s)
+    as module constants, so its one delay hook is overridden; everything else is the SDK's."""
+
+    def __init__(self, *, backoff_base: float, backoff_max: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+
+    def _calculate_retry_timeout(self, remaining_retries: int, options: Any, response_headers: Any = None) -> float:
+        retry_after = self._parse_retry_after_header(response_headers)
+        if retry_after is not None and 0 <= retry_after <= 60:
+            return retry_after
+        attempt = options.get_max_retries(self.max_retries) - remaining_retries
+        return backoff(attempt, self.backoff_base, self.backoff_max)
 
 
-class _Refused(Exception):
-    """The server answered and will answer the same again: do not retry."""
+def backoff(attempt: int, base: float, most: float) -> float:
+    """Seconds before retry `attempt` + 1: base * 2**attempt, capped, with jitter of +-50%."""
+    return min(most, base * 2**attempt) * random.uniform(0.5, 1.5)
 
 
 @GENERATORS.register("openai")
@@ -58,10 +74,6 @@ class OpenAIGenerator(Generator):
     def _url(self) -> str:
         return self.config.base_url.rstrip("/")
 
-    def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.config.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
     def model_identity(self) -> str:
         """The server's URL and model name with what the server reports about that model (vLLM:
         the weights it loaded as `root`, `parent`, `max_model_len`); asked once per instance. A
@@ -70,17 +82,23 @@ class OpenAIGenerator(Generator):
             self._identity = schema.content_hash("openai", self._url, self.config.model, self.reported_model())
         return self._identity
 
+    def _key(self) -> str:
+        return os.environ.get(self.config.api_key_env) or "EMPTY"  # the SDK wants one; keyless servers ignore it
+
+    def _models(self) -> list[dict[str, Any]]:
+        """The server's `/models` entries (one quick request, no retries)."""
+        client = openai.OpenAI(base_url=self._url, api_key=self._key(), timeout=min(10.0, self.config.timeout), max_retries=0)
+        with client:
+            return [m.model_dump() for m in client.models.list().data]
+
     def reported_model(self) -> dict[str, Any] | None:
         """The server's `/models` entry for this model, without fields that change per request."""
-        import httpx
-
         try:
-            reply = httpx.get(f"{self._url}/models", headers=self._headers(), timeout=min(10.0, self.config.timeout))
-            entries = reply.json()["data"] if reply.status_code == 200 else []
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            entries = self._models()
+        except (openai.OpenAIError, ValueError, TypeError):
             return None
-        for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and entry.get("id") == self.config.model:
+        for entry in entries:
+            if entry.get("id") == self.config.model:
                 return {k: entry[k] for k in ("id", "root", "parent", "owned_by", "max_model_len", "revision") if k in entry}
         return None
 
@@ -90,26 +108,23 @@ class OpenAIGenerator(Generator):
     def check(self) -> None:
         if not self.config.health_check:
             return
-        import httpx
-
         url = f"{self._url}/models"
         try:
-            reply = httpx.get(url, headers=self._headers(), timeout=min(10.0, self.config.timeout))
-        except httpx.HTTPError as exc:
+            served = [m.get("id") for m in self._models()]
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
             raise GenerationError(
-                f"no OpenAI-compatible server answers at {self._url} ({type(exc).__name__}: {exc}); "
+                f"no OpenAI-compatible server answers at {self._url} ({type(cause).__name__}: {cause}); "
                 "start it, or fix `base_url`"
             ) from None
-        if reply.status_code in (401, 403):
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
             raise GenerationError(
-                f"{url} refused the credentials (HTTP {reply.status_code}); put the API key in ${self.config.api_key_env}"
-            )
-        if reply.status_code != 200:
-            log.warning("openai: %s answered HTTP %d; going on, failures are recorded per row", url, reply.status_code)
+                f"{url} refused the credentials (HTTP {exc.status_code}); put the API key in ${self.config.api_key_env}"
+            ) from None
+        except openai.APIStatusError as exc:
+            log.warning("openai: %s answered HTTP %d; going on, failures are recorded per row", url, exc.status_code)
             return
-        try:
-            served = [m["id"] for m in reply.json()["data"]]
-        except (ValueError, KeyError, TypeError):
+        except (openai.OpenAIError, ValueError, TypeError):
             return  # not every server lists its models the same way
         if served and self.config.model not in served:
             raise GenerationError(f"model {self.config.model!r} is not served at {self._url}; it serves {served}")
@@ -122,10 +137,18 @@ class OpenAIGenerator(Generator):
 
         from curation.progress import progress
 
-        limit = asyncio.Semaphore(self.config.max_concurrency)
-        limits = httpx.Limits(max_connections=self.config.max_concurrency)
-        async with httpx.AsyncClient(timeout=self.config.timeout, limits=limits, headers=self._headers()) as client:
-            with progress(f"openai: {self.config.model}", total=len(requests), min_total=8) as advance:
+        async def count_retries(request: httpx.Request) -> None:  # the SDK numbers each request's attempts
+            if request.headers.get("x-stainless-retry-count", "0") != "0":
+                stats.retries += 1
+
+        c = self.config
+        limit = asyncio.Semaphore(c.max_concurrency)
+        http = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=c.max_concurrency),
+                                              event_hooks={"request": [count_retries]})
+        client = _Client(base_url=self._url, api_key=self._key(), timeout=c.timeout, max_retries=c.max_retries,
+                         http_client=http, backoff_base=c.backoff_base, backoff_max=c.backoff_max)
+        async with client:
+            with progress(f"openai: {c.model}", total=len(requests), min_total=8) as advance:
 
                 async def one(req: Request) -> Completion:
                     async with limit:
@@ -146,58 +169,51 @@ class OpenAIGenerator(Generator):
             "max_tokens": s.max_tokens,
             "seed": req.seed,
         }
-        if s.top_k > 0:
-            body["top_k"] = s.top_k  # not part of OpenAI's API: sent only when asked for
         if s.stop:
             body["stop"] = list(s.stop)
         if s.logprobs:
             body["logprobs"] = True
-        return {**body, **self.config.extra_body}
+        extra = {"top_k": s.top_k} if s.top_k > 0 else {}  # not part of OpenAI's API: sent only when asked for
+        return {**body, "extra_body": {**extra, **self.config.extra_body}}
 
-    async def _complete_one(self, client: Any, req: Request, stats: Stats) -> Completion:
-        import httpx
-
-        body, last = self._body(req), "no attempt"
-        for attempt in range(self.config.max_retries + 1):
-            if attempt:
+    async def _complete_one(self, client: _Client, req: Request, stats: Stats) -> Completion:
+        """One request: the SDK retries failed sends, this loop re-sends a 200 that held no completion
+        (at most `max_retries` times, each with the SDK's retries)."""
+        body, most = self._body(req), self.config.max_retries + 1
+        for resend in range(self.config.max_retries + 1):
+            try:
+                return _completion(await client.chat.completions.with_raw_response.create(**body))
+            except _Unreadable as exc:
+                last = str(exc)
+            except openai.APIStatusError as exc:
+                detail = f"HTTP {exc.status_code}: {exc.response.text[:300]}"
+                return Completion(error=f"failed after {most} attempts: {detail}" if _retryable(exc) else detail)
+            except openai.APITimeoutError:
+                return Completion(error=f"failed after {most} attempts: timed out after {self.config.timeout} s")
+            except openai.APIConnectionError as exc:
+                cause = exc.__cause__ or exc
+                return Completion(error=f"failed after {most} attempts: connection failed: {type(cause).__name__}: {cause}")
+            if resend < self.config.max_retries:
                 stats.retries += 1
-            try:
-                reply = await client.post(f"{self._url}/chat/completions", json=body)
-                return _read_reply(reply)
-            except _Refused as exc:
-                return Completion(error=str(exc))
-            except _Retryable as exc:
-                last, wait = str(exc), exc.retry_after
-            except httpx.TimeoutException:
-                last, wait = f"timed out after {self.config.timeout} s", None
-            except httpx.TransportError as exc:
-                last, wait = f"connection failed: {type(exc).__name__}: {exc}", None
-            if attempt < self.config.max_retries:
-                backoff = min(self.config.backoff_max, self.config.backoff_base * 2**attempt)
-                await asyncio.sleep(wait if wait is not None else backoff * random.uniform(0.5, 1.5))
-        return Completion(error=f"failed after {self.config.max_retries + 1} attempts: {last}")
+                await asyncio.sleep(backoff(resend, self.config.backoff_base, self.config.backoff_max))
+        return Completion(error=f"failed after {most} attempts: {last}")
 
 
-def _read_reply(reply: Any) -> Completion:
-    """A completion from an HTTP reply; raises _Retryable or _Refused."""
-    if reply.status_code != 200:
-        detail = reply.text[:300]
-        if reply.status_code in RETRY_STATUS:
-            retry_after = reply.headers.get("retry-after")
-            try:
-                wait = min(60.0, float(retry_after)) if retry_after is not None else None
-            except ValueError:
-                wait = None
-            raise _Retryable(f"HTTP {reply.status_code}: {detail}", wait)
-        raise _Refused(f"HTTP {reply.status_code}: {detail}")
+def _retryable(exc: openai.APIStatusError) -> bool:
+    """Whether the SDK retried this status (so the budget is spent): 408, 409, 429 and 5xx."""
+    return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+
+
+def _completion(raw: Any) -> Completion:
+    """A completion from the SDK's raw response; raises _Unreadable when the body holds none."""
     try:
-        data = reply.json()
+        data = raw.http_response.json()
         choice = data["choices"][0]
         text = choice["message"]["content"]
         if not isinstance(text, str):
             raise TypeError(f"message content is {type(text).__name__}")
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _Retryable(f"unreadable reply ({type(exc).__name__}: {exc}): {reply.text[:200]!r}") from None
+        raise _Unreadable(f"unreadable reply ({type(exc).__name__}: {exc}): {raw.http_response.text[:200]!r}") from None
     usage = data.get("usage") or {}
     logprob = None
     content = (choice.get("logprobs") or {}).get("content")
