@@ -114,7 +114,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             console.print(f"  {s['stage']}: {counts}")
     for s in summary["stages"]:
         if s["stage"] == "evaluate":
-            _print_metrics(s["detail"]["metrics"], s["detail"].get("intervals") or {}, s["detail"].get("round"))
+            _print_metrics(s["detail"]["metrics"], s["detail"].get("intervals") or {}, s["detail"].get("round"),
+                           s["detail"].get("decoding"))
     for s in summary["stages"]:  # a noise step beside the length-only model flagging as many pairs
         for step in (s.get("detail") or {}).get("steps") or []:
             if (b := step.get("naive_baseline")) and "overlap" in b:
@@ -131,13 +132,13 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _print_metrics(metrics: dict[str, dict[str, float]], intervals: dict[str, dict[str, float]],
-                   round_index: int | None) -> None:
+                   round_index: int | None, decoding: str | None = None) -> None:
     """Before / after / control side by side, one row per metric; then each paired difference
     with its 95% bootstrap interval (an interval that holds zero is a gain within noise)."""
     labels = sorted(metrics, key=lambda k: {"before": 0, "after": 1, "control": 2}.get(k, 3))
     names = sorted({k for m in metrics.values() for k in m})
     where = f"round {round_index}: " if round_index else ""
-    table = Table(title=f"{where}evaluation on held-out data")
+    table = Table(title=f"{where}evaluation on held-out data" + (f" (decoding: {decoding})" if decoding else ""))
     table.add_column("metric")
     for label in labels:
         table.add_column({"before": "base policy", "after": "trained on selection",

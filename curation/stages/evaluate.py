@@ -116,8 +116,10 @@ class Evaluate(Stage):
     def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["evaluate"])
         report.rows_out = len(record["metrics"])
+        from curation.train.evaluate import decoding
+
         report.detail = {"round": record.get("round", 1), "metrics": record["metrics"],
-                         "intervals": record.get("intervals", {})}
+                         "intervals": record.get("intervals", {}), "decoding": decoding(recipe.evaluate)}
 
 
 STAGE = Evaluate()

@@ -483,13 +483,26 @@ def _win_rate(policy: Any, reference: Any, tok: Any, prompts: pl.DataFrame, cfg:
     }
 
 
+def _verify_temperature(cfg: EvaluateConfig) -> float:
+    """Greedy for one answer per prompt at temperature 0; several answers are sampled (at 1 unless set)."""
+    return cfg.temperature if cfg.n == 1 or cfg.temperature > 0 else 1.0
+
+
+def decoding(config: Any) -> str:
+    """How a verified evaluation decodes, in words for a summary: greedy or sampled (a gain under
+    one need not hold under the other). `config`: an evaluate config, a recipe's section or a dict."""
+    given = config if isinstance(config, dict) else config.model_dump()
+    cfg = EvaluateConfig(**{k: given[k] for k in ("n", "temperature") if k in given})
+    temperature = _verify_temperature(cfg)
+    return "greedy" if temperature == 0 else f"sampled at temperature {temperature:g}, {cfg.n} per prompt"
+
+
 def _verify(policy: Any, tok: Any, prompts: pl.DataFrame, cfg: EvaluateConfig) -> tuple[dict[str, float], pl.DataFrame]:
     from curation.scorers import SCORERS
 
     scorer = SCORERS.build(cfg.verify["kind"], cfg.verify)  # type: ignore[index]
     msgs = [[dict(m) for m in x] for x in prompts["messages"].to_list()]
-    temperature = cfg.temperature if cfg.n == 1 or cfg.temperature > 0 else 1.0
-    samples = generate(policy, tok, msgs, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=temperature,
+    samples = generate(policy, tok, msgs, n=cfg.n, max_new_tokens=cfg.max_new_tokens, temperature=_verify_temperature(cfg),
                        batch_size=cfg.batch_size, seed=cfg.seed)
     ids, meta = prompts["prompt_id"].to_list(), prompts["meta"].to_list()
     rows = pl.DataFrame({

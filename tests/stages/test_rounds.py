@@ -82,7 +82,7 @@ def test_two_rounds_are_linked_evaluated_and_recorded(tmp_path, tiny_chat, tiny_
     print_summary({"recipe": "rounds", "catalog": str(catalog_root), "version": v2, "seconds": 1.0,
                    "stages": [r.to_dict() for r in reports]})
     printed = capsys.readouterr().out
-    assert "round 1: evaluation on held-out data" in printed and "round 2: evaluation on held-out data" in printed
+    assert "round 1: evaluation on held-out data (decoding: greedy)" in printed and "round 2: evaluation on held-out data" in printed
     assert "round 2: after - control:" in printed and "95% CI" in printed
 
     # an unchanged re-run reuses both rounds: no model call, no new version

@@ -13,6 +13,7 @@ from curation.train import evaluate, train
 from curation.train.evaluate import (
     bootstrap_interval,
     calibration,
+    decoding,
     length_controlled_win_rate,
     pairwise_accuracy,
     pass_at_k,
@@ -46,6 +47,13 @@ def test_pass_at_k():
     assert pass_at_k(5, 2, 5) == 1.0
     assert pass_at_k(5, 0, 3) == 0.0
     assert pass_at_k(4, 1, 2) == pytest.approx(1 - 3 / 6)
+
+
+def test_decoding_is_named_as_verify_decodes():
+    """One answer at temperature 0 is greedy; several answers are sampled, at 1 unless a temperature is set."""
+    assert decoding({}) == "greedy"
+    assert decoding({"n": 4}) == "sampled at temperature 1, 4 per prompt"
+    assert decoding({"n": 1, "temperature": 0.7}) == "sampled at temperature 0.7, 1 per prompt"
 
 
 def test_bootstrap_interval_of_a_paired_difference():
