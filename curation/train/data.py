@@ -141,8 +141,10 @@ def pair_epsilons(rows: pl.DataFrame, config: Any) -> list[float]:
     return rows["epsilon"].fill_null(default).to_list()
 
 
-def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
-    """The rows as the catalog's TRL view for `config.method` (curation.export.to_view: one conversion).
+def to_trl(rows: pl.DataFrame, config: Any) -> tuple[Dataset, int]:
+    """The rows as the catalog's TRL view for `config.method` (curation.export.to_view: one conversion),
+    and how many pairs that view skipped (curation.export.row_problems: source flags, roles that do
+    not alternate, turn markers in answers, ...; logged by reason).
 
     dpo/cdpo/orpo/simpo: trl_dpo (prompt, chosen, rejected) with `weight` / `epsilon` resolved per
     config; reward: trl_reward (whole conversations, + margin when used); kto: trl_kto (unpaired
@@ -157,7 +159,8 @@ def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
     built = to_view(rows, fmt)
     view, skipped = built.rows, built.skipped
     if skipped:
-        log.info("TRL view %s skipped %s", fmt, skipped)
+        log.warning("%s: the %s view skipped %d of %d pairs the trainer cannot read well: %s", config.method, fmt,
+                    built.quarantine.height, rows.height, skipped)
     if view.height == 0:
         raise TrainDataError(f"no rows left for {m} after the {fmt} view skipped {skipped}")
     if m in ("dpo", "cdpo"):
@@ -174,7 +177,7 @@ def to_trl(rows: pl.DataFrame, config: Any) -> Dataset:
         view = view.select("prompt", "completion", "label")
     else:  # sft
         view = view.select("prompt", pl.col("chosen").alias("completion"))
-    return Dataset(view.to_arrow())
+    return Dataset(view.to_arrow()), built.quarantine.height
 
 
 def use_margin(rows: pl.DataFrame, config: Any) -> bool:

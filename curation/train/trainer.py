@@ -30,6 +30,7 @@ from curation.train.data import PairData, TrainDataError, check_for_method, load
 from curation.train.models import check_tokenizer, write_run_info
 
 log = logging.getLogger(__name__)
+VIEW_SKIPPED = "skipped_by_view"  # pairs the method's export view quarantined (curation.export.row_problems)
 LENGTH_COUNTS = ("dropped_over_max_length", "truncated_to_max_length")  # train metrics the run summary shows
 
 
@@ -125,7 +126,7 @@ def train(
     started = datetime.now(timezone.utc)
     log.info("training %s on %s (%d pairs) from %s -> %s", cfg.method, data.label, rows.height, cfg.model, out)
 
-    dataset = to_trl(rows, cfg)
+    dataset, skipped = to_trl(rows, cfg)
     cfg = _fit_to_data(cfg, dataset)
     ref_info: dict[str, Any] = {}
     trainer = _build_trainer(cfg, dataset, tokenizer, data, ref_info, callbacks or [])
@@ -142,7 +143,7 @@ def train(
     ended = datetime.now(timezone.utc)
 
     history = [dict(h) for h in trainer.state.log_history]
-    metrics = {**_summarise(history, trainer), **lengths}
+    metrics = {**_summarise(history, trainer), **lengths, VIEW_SKIPPED: float(skipped)}
     result = TrainResult(
         path=out,
         method=cfg.method,

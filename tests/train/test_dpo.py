@@ -45,7 +45,7 @@ def one_batch(tiny_chat, hh_rows):
     def build(method: str, loss: str, weights, epsilons, tmp):
         uses_epsilon = method == "cdpo" or loss == "robust"  # any other loss refuses a global epsilon
         cfg = TrainConfig(method=method, loss=loss, epsilon=EPS if uses_epsilon else None)
-        ds = to_trl(hh_rows.head(2), cfg).to_dict()
+        ds = to_trl(hh_rows.head(2), cfg)[0].to_dict()
         ds["weight"], ds["epsilon"] = weights, epsilons
         ds["ref_chosen_logps"], ds["ref_rejected_logps"] = [0.0, 0.0], [0.0, 0.0]  # replaced per batch below
         args = DPOConfig(output_dir=str(tmp), loss_type=loss, beta=0.1, label_smoothing=EPS, precompute_ref_log_probs=True,

@@ -75,3 +75,13 @@ def test_kto_sets_desirable_weight_from_the_balance(shared_data: Path, tiny_chat
     caplog.clear()
     train(rows, method="kto", model=str(tiny_chat), out=str(tmp_path / "even"), desirable_weight=1.0, **settings)
     assert any("desirable_weight in" in r.getMessage() for r in caplog.records)  # and would not be with weight 1
+
+
+def test_training_counts_the_pairs_its_view_skipped(shared_data: Path, tiny_rm, tmp_path: Path, fast) -> None:
+    data = read_source(shared_data / "hh_rlhf_test.jsonl.gz")
+    rows, _ = version_rows({"prompts": data.prompts, "candidates": data.candidates, "pairs": data.pairs})
+    flag = rows["meta"].str.json_path_match("$.response_has_extra_turns") == "true"
+    short = pl.col("chosen").str.len_chars() + pl.col("rejected").str.len_chars()
+    frame = pl.concat([rows.filter(flag).sort(short).head(3), rows.filter(~flag).sort(short).head(8)])
+    result = train(frame, method="reward", model=str(tiny_rm), out=str(tmp_path / "rm"), **{**fast, "max_steps": 1, "record": False})
+    assert result.metrics["skipped_by_view"] == 3
