@@ -240,3 +240,19 @@ def test_vllm_server_refusing_a_long_prompt_is_a_row_error(vllm_server):
     err = cands.filter(pl.col("error").is_not_null()).row(0, named=True)
     assert err["prompt_id"] == schema.prompt_id(schema.user_prompt("word " * 3000))
     assert err["error"].startswith("HTTP 400")
+
+
+def test_the_sdk_waits_with_the_recipes_backoff_and_honours_retry_after(monkeypatch):
+    """The SDK keeps its own delays as constants; the recipe's backoff comes in through its delay
+    hook. If the SDK stopped calling the hook, every retry would wait 0.5 s or more, silently."""
+    from curation.generate import openai_server
+
+    waits: list[tuple[int, float, float]] = []
+    real = openai_server.backoff
+    monkeypatch.setattr(openai_server, "backoff", lambda attempt, base, most: waits.append((attempt, base, most)) or real(attempt, base, most))
+    with FaultServer() as server:
+        run_generation(make_prompts(["dead"]), _config(server, backoff_max=0.05))
+        assert waits == [(0, 0.01, 0.05), (1, 0.01, 0.05), (2, 0.01, 0.05)]  # three retries of a dead server
+        waits.clear()
+        cands, _ = run_generation(make_prompts(["flaky-429"]), _config(server))
+        assert waits == [] and cands["error"][0] is None  # 'Retry-After: 0' was the wait, twice
