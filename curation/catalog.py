@@ -422,6 +422,9 @@ class Catalog:
 
     @contextmanager
     def _lock(self, exclusive: bool) -> Iterator[None]:
+        # fcntl.flock, not the filelock package: readers share the lock (filelock's FileLock is
+        # exclusive only, its ReadWriteLock a SQLite file that polls), the kernel queues waiters
+        # without polling, and a killed process's lock goes with it.
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:

@@ -220,6 +220,8 @@ class EmbeddingStore:
 
     @contextmanager
     def _flock(self, kind: int) -> Iterator[None]:
+        """fcntl.flock, not the filelock package: openings share the lock (LOCK_SH; filelock's
+        FileLock is exclusive only), waiters queue in the kernel, a killed process's lock goes with it."""
         assert self.directory is not None
         self.directory.mkdir(parents=True, exist_ok=True)
         with open(self.directory / ".lock", "a+b") as fh:
