@@ -236,6 +236,8 @@ def test_a_retry_after_a_failed_export_does_not_publish_again(tmp_path: Path, sh
     earlier = ctx.catalog().publish("small", frames, key=key)  # a try that died in its exports (disk full)
     _, reports = run_recipe(recipe, tmp_path / "cat")
     assert {r.stage: r for r in reports}["publish"].detail["version"] == earlier.ref == "small@v1"
+    skipped = json.loads((tmp_path / "out" / "trl_dpo" / "export.json").read_text())["skipped"]
+    assert skipped and {r.stage: r for r in reports}["publish"].counts["trl_dpo skipped"] == sum(skipped.values())
     assert open_catalog(tmp_path / "cat").versions()["ref"].to_list() == ["small@v1"]
     assert (tmp_path / "out" / "jsonl" / "train.jsonl").is_file() and (tmp_path / "out" / "trl_dpo" / "export.json").is_file()
 

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
-from curation.export import check_out_folder
+from curation.export import REPORT_FILE, check_out_folder
 from curation.recipe import Recipe
 from curation.stages.rounds import ROUND, generator
 from curation.stages.stage import (
@@ -64,12 +64,13 @@ class Publish(Stage):
                 test_fraction=recipe.publish.test_fraction, seed=recipe.publish.seed,
                 formats=recipe.publish.formats, key=report.fingerprint, generated_by=generator(recipe, tables),
             )
-        exports = {}
+        exports, skipped = {}, {}
         for fmt in recipe.publish.formats:
             target = Path(recipe.publish.out or Path(ctx.catalog_root) / "exports" / info.ref.replace("@", "-")) / fmt
             exports[fmt] = str(catalog.export(info.ref, fmt, target))
+            skipped[fmt] = json.loads((Path(exports[fmt]) / REPORT_FILE).read_text())["skipped"]
         record = {"ref": info.ref, "path": str(info.path), "rows": info.rows, "fingerprint": info.fingerprint,
-                  "exports": exports, "counts": dict(info.counts)}
+                  "exports": exports, "export_skipped": skipped, "counts": dict(info.counts)}
         return {"publish": record_frame(record)}
 
     def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
@@ -78,6 +79,8 @@ class Publish(Stage):
         report.detail = {"version": record["ref"]}
         for name in ("dropped", "flipped", "ties", "quarantined"):  # what publishing did to the selection
             report.add(name, int(record.get("counts", {}).get(name, 0)))
+        for fmt, reasons in record.get("export_skipped", {}).items():  # rows an export quarantined, by reason in its folder
+            report.add(f"{fmt} skipped", sum(reasons.values()))
 
 
 STAGE = Publish()
