@@ -284,22 +284,24 @@ def draw_plots(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], selection
                folder: Path) -> list[str]:
     """plots/*.png of a version (margin, lengths, selection vs random control, reasons for drops), the
     paths written relative to `folder`; a plot with nothing to show is not drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: never a window, whatever the environment says
-    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.figure import Figure  # not pyplot: no global state, no window, safe in worker threads
+    from matplotlib.ticker import NullLocator
 
     (folder / "plots").mkdir(exist_ok=True)
     written: list[str] = []
 
+    def subplots(width: float, height: float, ncols: int = 1, **grid: Any) -> tuple[Any, Any]:
+        fig = Figure(figsize=(width, height))
+        return fig, fig.subplots(1, ncols, gridspec_kw={**MARGINS, **grid}, squeeze=False)
+
     def save(fig: Any, name: str) -> None:  # fixed margins: tight_layout would double the drawing time
         fig.savefig(folder / "plots" / f"{name}.png", dpi=PLOT_DPI)
-        plt.close(fig)
         written.append(f"plots/{name}.png")
 
     margin = rows.filter(pl.col("margin").is_not_null() & pl.col("margin").is_finite())
     if margin.height:
-        fig, ax = plt.subplots(figsize=(6, 3.5), gridspec_kw=MARGINS)
+        fig, ((ax,),) = subplots(6, 3.5)
         for split in ("train", "test"):
             values = margin.filter(pl.col("split") == split)["margin"].to_numpy()
             if values.size:
@@ -308,15 +310,13 @@ def draw_plots(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], selection
         ax.legend()
         save(fig, "margin")
     if rows.height:
-        import numpy as np
-
-        fig, ax = plt.subplots(figsize=(6, 3.5), gridspec_kw=MARGINS)
+        fig, ((ax,),) = subplots(6, 3.5)
         lengths = {side: rows[side].str.len_chars().fill_null(0).to_numpy() + 1 for side in ("chosen", "rejected")}
         bins = np.logspace(0, np.log10(max(int(v.max()) for v in lengths.values()) + 1), 40)
         for side, values in lengths.items():
             ax.hist(values, bins=bins, histtype="stepfilled", alpha=0.5, label=side)
         ax.set_xscale("log")
-        ax.xaxis.set_minor_locator(plt.NullLocator())  # a log axis's minor ticks cost more than the bars
+        ax.xaxis.set_minor_locator(NullLocator())  # a log axis's minor ticks cost more than the bars
         ax.set(xlabel="answer length (characters + 1, log scale)", ylabel="pairs", title="Lengths")
         ax.legend()
         save(fig, "lengths")
@@ -324,8 +324,7 @@ def draw_plots(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], selection
     figures = [f for f in ("mean_margin", "cluster_coverage", "prompt_coverage", "chosen_longer", "objective")
                if any(isinstance(s["random_control"].get(f), Mapping) and s["selection"].get(f) is not None for s in steps)]
     if figures:
-        fig, axes = plt.subplots(1, len(figures), figsize=(3 * len(figures), 3.2), squeeze=False,
-                                 gridspec_kw={**MARGINS, "bottom": 0.25, "wspace": 0.4})
+        fig, axes = subplots(3 * len(figures), 3.2, ncols=len(figures), bottom=0.25, wspace=0.4)
         for ax, figure in zip(axes[0], figures):
             shown = [s for s in steps if isinstance(s["random_control"].get(figure), Mapping)]
             for i, step in enumerate(shown):
@@ -342,8 +341,7 @@ def draw_plots(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], selection
     if reasons:
         top = list(reasons.items())[:15]
         height = 0.3 * len(top) + 1.2
-        fig, ax = plt.subplots(figsize=(8, height), gridspec_kw={**MARGINS, "left": 0.45, "bottom": 0.5 / height,
-                                                                 "top": 1 - 0.35 / height})
+        fig, ((ax,),) = subplots(8, height, left=0.45, bottom=0.5 / height, top=1 - 0.35 / height)
         ax.barh([k[:60] for k, _ in top][::-1], [v for _, v in top][::-1], color="C1")
         ax.set(xlabel="items", title="Reasons for drops" + (f" (top 15 of {len(reasons)})" if len(reasons) > 15 else ""))
         ax.tick_params(axis="y", labelsize=7)
