@@ -143,7 +143,7 @@ def _size_category(n: int) -> str:
     return "10M<n<100M"
 
 
-def card_data(manifest: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]) -> Any:
+def card_data(manifest: Mapping[str, Any]) -> Any:
     """The card's YAML header: license, tags, one `configs` entry per split file (and per non-empty
     lineage table), and the pairs' features, so the Hub and `datasets` read the folder as it is."""
     import datasets
@@ -152,14 +152,14 @@ def card_data(manifest: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]) -
     splits = {s: e for s, e in (manifest.get("splits") or {}).items() if e["rows"] or s == "train"}
     configs = [{"config_name": "default", "default": True,
                 "data_files": [{"split": s, "path": e["path"]} for s, e in splits.items()]}]
+    digests = manifest.get("digests") or {}
     configs += [{"config_name": t, "data_files": [{"split": "train", "path": f"{t}.parquet"}]}
                 for t in ("pool", "prompts", "candidates", "scores", "decisions", "quarantine")
-                if tables.get(t) is not None and tables[t].height]
+                if (digests.get(f"{t}.parquet") or {}).get("rows")]
     features = datasets.Features.from_arrow_schema(schema.VERSION_ROWS)
     # sizes and counts, besides describing the data, make the card differ between versions: `datasets`
     # caches a local folder under its name ("v1") and a hash of its card, so two datasets' v1 would
     # otherwise share one cache entry and the second load would return the first's rows
-    digests = manifest.get("digests") or {}
     info = {"config_name": "default", "features": features._to_yaml_list(),
             "splits": [{"name": s, "num_bytes": e.get("nbytes", 0), "num_examples": e["rows"]} for s, e in splits.items()],
             "download_size": sum((digests.get(e["path"]) or {}).get("bytes", 0) for e in splits.values()),
@@ -202,7 +202,7 @@ def version_card(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], manifes
     """README.md of a version folder: YAML header (card_data) and the numbers (or `body` instead)."""
     from huggingface_hub import DatasetCard
 
-    data = card_data(manifest, tables)
+    data = card_data(manifest)
     text = body if body is not None else _card_body(rows, tables, manifest, plots)
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{text}"))
 
@@ -264,6 +264,11 @@ PLOT_DPI = 80
 MARGINS = {"left": 0.1, "right": 0.97, "bottom": 0.15, "top": 0.9}
 
 
+def _chars(rows: pl.DataFrame, side: str) -> pl.Series:
+    """Lengths of one side's answers: a `<side>_chars` column when the rows carry lengths, not texts."""
+    return rows[f"{side}_chars"] if f"{side}_chars" in rows.columns else rows[side].str.len_chars()
+
+
 def _drop_reasons(tables: Mapping[str, pl.DataFrame]) -> dict[str, int]:
     """Why items left: each selection stage's reasons (an item an earlier step dropped counts once,
     where it was dropped) and the quarantine's."""
@@ -311,7 +316,7 @@ def draw_plots(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], selection
         save(fig, "margin")
     if rows.height:
         fig, ((ax,),) = subplots(6, 3.5)
-        lengths = {side: rows[side].str.len_chars().fill_null(0).to_numpy() + 1 for side in ("chosen", "rejected")}
+        lengths = {side: _chars(rows, side).fill_null(0).to_numpy() + 1 for side in ("chosen", "rejected")}
         bins = np.logspace(0, np.log10(max(int(v.max()) for v in lengths.values()) + 1), 40)
         for side, values in lengths.items():
             ax.hist(values, bins=bins, histtype="stepfilled", alpha=0.5, label=side)
