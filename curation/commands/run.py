@@ -77,9 +77,9 @@ def run(
         summary = run_flow(str(recipe), str(catalog_path(catalog)), until=until, runner=runner, address=address,
                            shard_size=shard_size)
     except StageError as exc:
-        fail(str(exc), hint="finished stages are kept: run the same command again to resume")
+        fail(str(exc), file=recipe, hint="finished stages are kept: run the same command again to resume")
     except RuntimeError as exc:
-        fail(str(exc))
+        fail(str(exc), file=recipe)
     if as_json:
         print_json(summary)
     else:
