@@ -170,7 +170,13 @@ def text_renderer(tokenizer: Any = None) -> tuple[Any, str]:
 
 # ---------------------------------------------------------------- row checks
 
-_TURN_MARKER = r"^\s*(Human|Assistant):|\n\n(Human|Assistant):"
+def _has_turn_markers(col: str) -> pl.Expr:
+    """An answer that opens with, or holds, an hh-style turn ("Human:" / "Assistant:"); literal
+    searches, three times faster than one regex on long answers."""
+    text = pl.col(col)
+    head = text.str.strip_chars_start()
+    return (head.str.starts_with("Human:") | head.str.starts_with("Assistant:")
+            | text.str.contains("\n\nHuman:", literal=True) | text.str.contains("\n\nAssistant:", literal=True))
 
 
 def _meta_flag(name: str) -> pl.Expr:
@@ -198,7 +204,7 @@ def row_problems(rows: pl.DataFrame) -> pl.DataFrame:
     checks)."""
     roles = rows["prompt"].list.eval(pl.element().struct.field("role")).to_list() if rows.height else []
     turns = pl.Series("turns", [turn_problem(r or []) for r in roles], dtype=pl.String)
-    marker = {s: pl.col(s).str.contains(_TURN_MARKER) for s in ("chosen", "rejected")}
+    marker = {s: _has_turn_markers(s) for s in ("chosen", "rejected")}
     empty = {s: pl.col(s).is_null() | (pl.col(s).str.strip_chars() == "") for s in ("chosen", "rejected")}
     checks: list[tuple[pl.Expr, str, str, pl.Expr]] = [
         (pl.lit(tie_mask(rows)), "tie", "confidence", pl.lit("no preference direction (tie, or confidence 0.5)")),
