@@ -89,7 +89,7 @@ class ExportReport:
     format: str
     ref: str | None
     written: dict[str, int] = field(default_factory=dict)  # rows per split
-    skipped: dict[str, int] = field(default_factory=dict)  # rows per reason (QUARANTINE_FILE lists them)
+    skipped: dict[str, int] = field(default_factory=dict)  # rows per reason (QUARANTINE_FILE lists the pairs; trl_kto's repeated completions are counted only)
     files: list[str] = field(default_factory=list)
     template: str | None = None  # trl_dpo_text: the chat template's origin
     kto_balance: dict[str, dict[str, Any]] = field(default_factory=dict)  # trl_kto, per split
