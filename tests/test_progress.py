@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import threading
 
+import polars as pl
 import pytest
 from rich.console import Console
 
@@ -79,3 +80,46 @@ def test_nothing_is_drawn_without_a_terminal(monkeypatch: pytest.MonkeyPatch) ->
 def test_small_totals_draw_no_bar(terminal: io.StringIO) -> None:
     with progress("openai: m", total=3, min_total=8):
         assert progress_module._shared["live"] is None
+
+
+@pytest.fixture
+def described(terminal: io.StringIO, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every description a bar is given, in order."""
+    seen: list[str] = []
+    real_new = progress_module._new
+
+    def recording() -> object:
+        live = real_new()
+        add, update = live.add_task, live.update
+
+        def add_task(description, **kw):
+            seen.append(description)
+            return add(description, **kw)
+
+        def update_task(task, **kw):
+            if "description" in kw:
+                seen.append(kw["description"])
+            return update(task, **kw)
+
+        live.add_task, live.update = add_task, update_task
+        return live
+
+    monkeypatch.setattr(progress_module, "_new", recording)
+    return seen
+
+
+def test_imports_scorers_and_selectors_show_their_bars(described: list[str], shared_data) -> None:
+    from curation.scorers import run_scorers
+    from curation.select import apply_selectors
+    from curation.sources import read_source
+
+    path = shared_data / "pandalm_testset.jsonl.gz"
+    data = read_source(path, limit=40)
+    assert described == [f"reading {path}"]
+    run_scorers([{"name": "len", "kind": "heuristic", "unit": "chars"}, {"name": "words", "kind": "heuristic", "unit": "words"}],
+                data.prompts, data.candidates)
+    assert described[1:] == ["score", "score: len (heuristic)", "score: words (heuristic)"]
+    del described[:]
+    pool = data.pairs.with_columns(margin=pl.Series(range(data.pairs.height), dtype=pl.Float64))
+    apply_selectors(pool, [{"kind": "random", "budget": 30, "seed": 0}, {"kind": "top_k", "budget": 10}], embed=None)
+    assert described == ["select", "select: random", "select: top_k"]
