@@ -4,8 +4,11 @@ For each seed, a fresh 20% of labels is flipped; every method then scores the no
 is measured against the injected flips: AUROC of −μ, the default threshold's recall of flips and
 share of good pairs lost, and the calibration of p = P(label right) (ECE against "not
 injected", and against the pool's labels shown in a random order). Methods: the default
-`stacked` filter, `stacked` with MiniLM embeddings, the former default `bt_heads`, and the
-length-only cross-fitted BT baseline every noise step reports beside itself.
+`stacked` filter, the stacked filter as it was before the shared-responses signal and the
+loss-bounded threshold, `stacked` with MiniLM embeddings, the former default `bt_heads`, and
+the length-only cross-fitted BT baseline every noise step reports beside itself. Confidence
+intervals (95%) resample pairs (the same resample for every seed and method, so differences
+are paired) and average over seeds.
 
     python -m benchmarks.noise_filter --data alpaca_eval2_gpt4turbo_pairs.jsonl.gz --pairs 3000 --seeds 3
 """
@@ -38,6 +41,7 @@ log = logging.getLogger("noise_filter")
 
 METHODS = {
     "stacked (default)": {"method": "stacked"},
+    "stacked (before: no shared_responses; p <= 0.5)": {"method": "stacked", "signals": ["features", "words", "scores"], "max_good_loss": 1.0},
     "stacked + embeddings": {"method": "stacked", "signals": ["features", "words", "embeddings", "scores"]},
     "bt_heads (former default)": {"method": "bt_heads"},
 }
@@ -65,12 +69,64 @@ def measure(mu: np.ndarray, p: np.ndarray, flagged: np.ndarray, flipped: np.ndar
     }
 
 
+def bootstrap_ci(per_seed: list[tuple[np.ndarray, np.ndarray]], stat, reps: int = 1000, seed: int = 0) -> dict:
+    """Mean over seeds of stat(score, flipped) and its 95% interval, resampling pairs (one resample for all seeds)."""
+    n = per_seed[0][0].size
+    rng = np.random.default_rng(seed)
+    point = float(np.mean([stat(a, f) for a, f in per_seed]))
+    draws = []
+    for _ in range(reps):
+        idx = rng.integers(0, n, n)
+        draws.append(np.mean([stat(a[idx], f[idx]) for a, f in per_seed]))
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return {"mean": point, "ci95": [float(lo), float(hi)]}
+
+
+def _auroc_of(score: np.ndarray, flipped: np.ndarray) -> float:
+    return auroc(score, flipped)
+
+
+def _recall(flagged: np.ndarray, flipped: np.ndarray) -> float:
+    return float(flagged[flipped].mean())
+
+
+def _lost(flagged: np.ndarray, flipped: np.ndarray) -> float:
+    return float(flagged[~flipped].mean())
+
+
+def intervals(kept: dict[str, list[dict]]) -> dict:
+    """Bootstrap intervals of AUROC, recall and good pairs lost per method, and of AUROC minus the length-only baseline."""
+    out: dict = {}
+    base = kept["length-only baseline"]
+    for name, seeds in kept.items():
+        out[name] = {"auroc": bootstrap_ci([(-s["mu"], s["flipped"]) for s in seeds], _auroc_of)}
+        if name == "length-only baseline":
+            continue
+        out[name]["flip_recall"] = bootstrap_ci([(s["flagged"], s["flipped"]) for s in seeds], _recall)
+        out[name]["good_lost"] = bootstrap_ci([(s["flagged"], s["flipped"]) for s in seeds], _lost)
+        paired = [(np.column_stack([-s["mu"], -b["mu"]]), s["flipped"]) for s, b in zip(seeds, base)]
+        out[name]["auroc_minus_length_only"] = bootstrap_ci(paired, lambda a, f: auroc(a[:, 0], f) - auroc(a[:, 1], f))
+    return out
+
+
+def thresholds(p: np.ndarray, flipped: np.ndarray) -> dict:
+    """Recall and good pairs lost of the loss-bounded threshold at several caps (1.0: plain p <= 0.5)."""
+    from curation.selectors.noise import loss_bounded_flags
+
+    out = {}
+    for cap in (0.1, 0.15, 0.2, 0.25, 1.0):
+        f = loss_bounded_flags(p, 0.5, cap)
+        out[str(cap)] = {"flagged": int(f.sum()), "flip_recall": _recall(f, flipped), "good_lost": _lost(f, flipped)}
+    return out
+
+
 def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> dict:
     from curation.embed import Embedder
 
     pool = read_pair_rows(DATA / data, pairs)
     embed = Embedder().embed
     runs = []
+    kept: dict[str, list[dict]] = {name: [] for name in ["length-only baseline", *methods]}
     for seed in range(seeds):
         flipped = np.random.default_rng(1000 + seed).random(pool.height) < rate
         noisy = apply_flips(pool, pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(flipped)), "flip": True}))
@@ -79,6 +135,7 @@ def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> d
         diff = log_length(noisy["chosen"].to_list()) - log_length(noisy["rejected"].to_list())
         lm = cross_fitted_length_margins(diff, noisy["prompt_id"].to_list(), folds=5, seed=seed)
         row["length-only baseline"] = {"auroc": auroc(-lm, flipped), "wall_s": time.perf_counter() - t0}
+        kept["length-only baseline"].append({"mu": lm, "flipped": flipped})
         for name in methods:
             sel = SELECTORS.build("noise", {"kind": "noise", **METHODS[name], "seed": seed})
             ctx = SelectionContext("pair_id", embed=embed, stage="noise")
@@ -91,9 +148,13 @@ def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> d
             wall = time.perf_counter() - t0
             m = measure(s["mu"], s["p"], s["flagged"], flipped, seed)
             m["wall_s"] = wall
+            kept[name].append({"mu": s["mu"], "flagged": s["flagged"], "flipped": flipped})
             if hasattr(sel, "fit"):
                 m["member_auroc"] = {n: auroc(-sel.fit.members[:, j], flipped) for j, n in enumerate(sel.fit.member_names)}
                 m["stacker_weights"] = sel.report["stacker_weights"]
+                m["skipped_signals"] = sel.report["skipped_signals"]
+                m["expected_good_lost"] = sel.report["expected_good_lost"]
+                m["max_good_loss_caps"] = thresholds(s["p"], flipped)
                 k = int(s["flagged"].sum())
                 base = np.zeros(flipped.size, dtype=bool)
                 base[np.argsort(lm, kind="stable")[:k]] = True
@@ -106,7 +167,7 @@ def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> d
     for name in ["length-only baseline", *methods]:
         keys = [k for k, v in runs[0][name].items() if isinstance(v, (int, float)) and v is not None]
         summary[name] = {k: {"mean": float(np.mean([r[name][k] for r in runs])), "std": float(np.std([r[name][k] for r in runs]))} for k in keys}
-    return {"pairs": pool.height, "flip_rate": rate, "seeds": seeds, "summary": summary, "runs": runs}
+    return {"pairs": pool.height, "flip_rate": rate, "seeds": seeds, "summary": summary, "intervals": intervals(kept), "runs": runs}
 
 
 def main() -> None:
@@ -123,7 +184,7 @@ def main() -> None:
     out = json.loads(args.out.read_text()) if args.out.exists() else {}
     out[args.data] = {**result, "machine": "2 shared CPU cores", "load_note": "wall times taken under load from other jobs"}
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({args.data: result["summary"]}, indent=1))
+    print(json.dumps({args.data: result["intervals"]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,18 @@
 Methods (how strength μ, spread σ and the flagged set are computed):
 - `stacked` (default): every signal the pool has, combined by a cross-fitted stacked
   Bradley-Terry learner (`stacked_bt.py`): BT models on cheap response features (length,
-  markdown structure, refusals, prompt overlap: `pair_features.py`), on TF-IDF word n-grams and
-  on MiniLM embeddings of prompt + response, plus the margins of every scorer in the run
-  (`scores`, default: all that scored every pair). μ = the stacked margin, σ = the spread of the
+  markdown structure, refusals, prompt overlap: `pair_features.py`), on TF-IDF word n-grams, on
+  the other labels of responses that appear in several pairs (`shared_responses`) and on MiniLM
+  embeddings of prompt + response, plus the margins of every scorer in the run (`scores`,
+  default: all that scored every pair). μ = the stacked margin, σ = the spread of the
   standardised member margins, p = σ(μ), a calibrated P(label right) (the stacker is fitted on
   out-of-fold margins). Flagged: p <= `min_confidence` (default 0.5: the pool's own model prefers
-  the other response). `signals` picks the signals (embeddings cost a MiniLM pass, cached on
-  disk, and added nothing measurable on AlpacaEval-2 or hh-rlhf: benchmarks/results/noise_filter.json; the
-  others take seconds). Each step also reports a naive baseline (`naive_baseline`): the
+  the other response), most doubtful first, until the expected share of right labels removed
+  (Σ p over flagged / Σ p) would pass `max_good_loss` (default 0.2): where the model is weak
+  (p near 0.5 everywhere) it flags fewer pairs instead of discarding a coin's worth of good ones.
+  `signals` picks the signals (embeddings cost a MiniLM pass, cached on disk, and added nothing
+  measurable on AlpacaEval-2 or hh-rlhf: benchmarks/results/noise_filter.json; the others take
+  seconds). Each step also reports a naive baseline (`naive_baseline`): the
   same number of pairs flagged by a length-only cross-fitted BT model, and the agreement.
 - `ensemble`: margins of several named scorers; μ = mean, σ = std (Secrets of RLHF II).
   Flagged: μ < `threshold`.
@@ -55,7 +59,7 @@ from curation.selectors.bt_head import fold_assignment
 log = logging.getLogger(__name__)
 
 Method = Literal["stacked", "ensemble", "bt_heads", "confidence", "consistency", "confident_learning"]
-Signal = Literal["features", "words", "embeddings", "scores"]
+Signal = Literal["features", "words", "shared_responses", "embeddings", "scores"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -74,7 +78,7 @@ class NoiseFilter(Selector):
             description="names of the scorers whose margins are compared (stacked: default every scorer of every pair)",
         )
         signals: list[Signal] = Field(
-            default_factory=lambda: ["features", "words", "scores"],
+            default_factory=lambda: ["features", "words", "shared_responses", "scores"],
             min_length=1,
             description="stacked: the signals combined",
         )
@@ -84,6 +88,11 @@ class NoiseFilter(Selector):
         l2: float = Field(1.0, gt=0)
         threshold: float = 0.0
         min_confidence: float = Field(0.5, ge=0, le=1)
+        max_good_loss: float = Field(
+            0.2, gt=0, le=1,
+            description="stacked: stop flagging (most doubtful first) before the expected share of right labels removed, "
+            "sum of p over flagged / sum of p, passes this",
+        )  # fmt: skip
         temperature: float = Field(1.0, gt=0)
         min_agree: int | None = Field(None, ge=1)
         epsilon: float = Field(0.1, ge=0, lt=0.5)
@@ -160,13 +169,16 @@ class NoiseFilter(Selector):
         )  # fmt: skip
         self.fit = fit  # the last stacked fit (member margins, weights), for reports and benchmarks
         agree = (fit.members > 0).mean(axis=1)
-        flagged = fit.p_right <= c.min_confidence
+        flagged = loss_bounded_flags(fit.p_right, c.min_confidence, c.max_good_loss)
         self.report = {
             "method": "stacked",
             "members": fit.member_names,
             "skipped_scorers": skipped,
+            "skipped_signals": self._skipped_signals,
             "stacker_weights": {k: float(np.mean(v)) for k, v in fit.weights.items()},
             "flagged": int(flagged.sum()),
+            "flagged_by_min_confidence": int((fit.p_right <= c.min_confidence).sum()),
+            "expected_good_lost": float(fit.p_right[flagged].sum() / fit.p_right.sum()),
             "seconds": time.perf_counter() - started,
         }
         return {"mu": fit.margin, "sigma": fit.members.std(axis=1), "p": fit.p_right, "agree": agree, "flagged": flagged}
@@ -190,9 +202,11 @@ class NoiseFilter(Selector):
 
         signals = self.config.signals
         blocks: dict[str, tuple] = {}
-        if not any(s in signals for s in ("features", "words", "embeddings")):
+        self._skipped_signals: dict[str, str] = {}
+        if not any(s in signals for s in ("features", "words", "shared_responses", "embeddings")):
             return blocks
-        for col in ("chosen", "rejected"):
+        needed = ("chosen", "rejected") + (("chosen_id", "rejected_id") if "shared_responses" in signals else ())
+        for col in needed:
             if col not in pool.columns:
                 raise SelectionError(f"{context.stage}: the noise learner needs a pairs pool with a {col!r} column")
         chosen = [t or "" for t in pool["chosen"].to_list()]
@@ -208,6 +222,14 @@ class NoiseFilter(Selector):
             vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, max_features=100_000, sublinear_tf=True)
             vec.fit(chosen + rejected)
             blocks["words"] = ((vec.transform(chosen) - vec.transform(rejected)).tocsr(), self.config.l2 * 0.3)
+        if "shared_responses" in signals:
+            from curation.selectors.pair_features import shared_response_wins
+
+            d = shared_response_wins(pool["chosen_id"].to_list(), pool["rejected_id"].to_list())[:, None]
+            if d.any():
+                blocks["shared_responses"] = (d / _rms_columns(d), 1e-3)
+            else:
+                self._skipped_signals["shared_responses"] = "no response appears in more than one pair"
         if "embeddings" in signals:
             emb_c, emb_r = pair_embeddings(pool, context)
             d = (emb_c - emb_r).astype(np.float64)
@@ -297,6 +319,20 @@ class NoiseFilter(Selector):
         return decisions(
             context, ids, kept, flip=flip, epsilon=epsilon, reason_kept=reason_kept, reason_dropped="noisy_label", detail=details
         )
+
+
+def loss_bounded_flags(p: np.ndarray, min_confidence: float, max_good_loss: float) -> np.ndarray:
+    """Pairs with p <= `min_confidence`, most doubtful first, while Σ p over them / Σ p <= `max_good_loss`.
+
+    p is P(label right), so Σ p over the flagged pairs is the number of right labels expected
+    among them: the cap bounds the share of good pairs a step throws away by its own estimate.
+    """
+    order = np.argsort(p, kind="stable")
+    order = order[p[order] <= min_confidence]
+    expected_lost = np.cumsum(p[order]) / max(float(p.sum()), 1e-12)
+    flagged = np.zeros(p.size, dtype=bool)
+    flagged[order[expected_lost <= max_good_loss]] = True
+    return flagged
 
 
 def _rms_columns(d: np.ndarray) -> np.ndarray:

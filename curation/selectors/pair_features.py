@@ -83,3 +83,19 @@ def feature_matrix(prompts: list[str], responses: list[str]) -> np.ndarray:
 def log_length(responses: list[str]) -> np.ndarray:
     """log(1 + characters) of each response: the one feature of the naive length baseline."""
     return np.log1p(np.array([len(r or "") for r in responses], dtype=np.float64))
+
+
+def shared_response_wins(chosen_ids: list[str], rejected_ids: list[str]) -> np.ndarray:
+    """Net wins (times chosen minus times rejected) of each pair's chosen response minus those of
+    its rejected response, counted over the pool's OTHER pairs that contain the same responses.
+
+    Why: when one response appears in several pairs (a baseline answer compared with many
+    models, k candidates paired all ways), the other labels say how strong it is; a label that
+    contradicts them is suspect. A pair's own label is left out, so flipping it only flips the
+    sign of its own value (the noise learner's cross-fitting promise holds).
+    """
+    net: dict[str, int] = {}
+    for c, r in zip(chosen_ids, rejected_ids):
+        net[c] = net.get(c, 0) + 1
+        net[r] = net.get(r, 0) - 1
+    return np.array([(net[c] - 1) - (net[r] + 1) for c, r in zip(chosen_ids, rejected_ids)], dtype=np.float64)

@@ -250,9 +250,28 @@ def test_stacked_ranks_injected_flips_on_real_pairs(shared_data):
     assert sel.report["members"] == ["length", "features", "words"]
     p = s["p"]
     assert ((p >= 0) & (p <= 1)).all()
-    assert np.array_equal(s["flagged"], p <= 0.5)
     # calibrated-ish: labels the filter believes are right more often than those it doubts, per band
     assert (~truth[p > 0.7]).mean() > 0.9 and (~truth[p < 0.3]).mean() < 0.35
+    # flagged: the most doubtful pairs with p <= 0.5, up to the expected share of good labels lost
+    f = s["flagged"]
+    assert f.any() and (p[f] <= 0.5).all() and p[f].max() <= p[~f].min()
+    assert sel.report["expected_good_lost"] == pytest.approx(p[f].sum() / p.sum())
+    assert p[f].sum() / p.sum() <= 0.2
+    assert truth[f].mean() > 2 * truth.mean()  # the flagged set is rich in injected flips
+
+
+def test_where_the_model_is_weak_the_threshold_flags_fewer_instead_of_losing_good_pairs(shared_data):
+    # hh-rlhf harmless: cheap signals barely separate the labels, so p sits near 0.5 and
+    # p <= 0.5 alone would flag a large share of good pairs
+    pool, truth = real_pairs(shared_data / "hh_rlhf_test.jsonl.gz", 400)
+    s, sel = strength(CHEAP, pool)
+    p, f = s["p"], s["flagged"]
+    plain = p <= 0.5
+    assert f.sum() < plain.sum() and (p[f] <= 0.5).all() and p[f].max() <= p[plain & ~f].min()
+    assert p[f].sum() / p.sum() <= 0.2 < p[plain].sum() / p.sum()
+    assert sel.report["flagged_by_min_confidence"] == plain.sum()
+    s_all, _ = strength({**CHEAP, "max_good_loss": 1.0}, pool)
+    assert np.array_equal(s_all["flagged"], plain) and np.array_equal(s_all["p"], p)
 
 
 def test_stacked_beats_length_only_where_length_is_not_the_signal(shared_data):
@@ -273,6 +292,34 @@ def test_a_pairs_own_label_never_reaches_the_model_that_judges_it(shared_data):
     # the pair's margin only changes sign: no model that scored it saw its label
     assert np.allclose(after["mu"][moved], -before["mu"][moved], atol=1e-9)
     assert not np.allclose(after["mu"][~moved], before["mu"][~moved], atol=1e-6)  # the others' models did see it
+
+
+def test_shared_responses_leave_each_pairs_own_label_out():
+    from curation.selectors.pair_features import shared_response_wins
+
+    # B appears in four pairs: it beat x and y, lost to z; pair 3 says B beat w
+    chosen, rejected = ["B", "B", "z", "B", "u"], ["x", "y", "B", "w", "v"]
+    assert shared_response_wins(chosen, rejected).tolist() == [1.0, 1.0, -3.0, 1.0, 0.0]
+    flipped = shared_response_wins(["B", "B", "B", "B", "u"], ["x", "y", "z", "w", "v"])
+    assert flipped[2] == 3.0  # the flipped pair's own value only changes sign
+    assert flipped.tolist()[:2] == [3.0, 3.0]  # the other pairs of B now see one more win
+
+
+def test_shared_responses_signal_ranks_flips_where_responses_repeat(shared_data):
+    # AlpacaEval compares ten models with the same baseline answer per prompt: 3,000 pairs hold
+    # about four per prompt (with fewer the other labels say little: 600 pairs give ~0.55)
+    pool, truth = real_pairs(shared_data / "alpaca_eval2_gpt4turbo_pairs.jsonl.gz", 3000)
+    s, sel = strength({"method": "stacked", "signals": ["shared_responses"], "folds": 4}, pool)
+    assert sel.report["members"] == ["shared_responses"] and auroc(-s["mu"], truth) > 0.62
+    moved = np.zeros(pool.height, dtype=bool)
+    moved[np.flatnonzero(s["mu"] != 0)[0]] = True
+    after, _ = strength({"method": "stacked", "signals": ["shared_responses"], "folds": 4}, apply_flips(
+        pool, pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(moved)), "flip": True})))
+    assert np.allclose(after["mu"][moved], -s["mu"][moved], atol=1e-9)
+    hh, _ = real_pairs(shared_data / "hh_rlhf_test.jsonl.gz", 100)
+    _, sel = strength({"method": "stacked", "signals": ["features", "shared_responses"], "folds": 4}, hh)
+    assert sel.report["members"] == ["length", "features"]
+    assert "more than one pair" in sel.report["skipped_signals"]["shared_responses"]
 
 
 @pytest.mark.parametrize("signals", [["scores"], ["embeddings"]])
@@ -296,6 +343,7 @@ def test_every_noise_step_reports_its_length_only_baseline(shared_data):
     assert base["flagged"] == int((~decided["kept"]).sum()) > 0
     assert 0 <= base["overlap"] <= base["flagged"]
     assert 0.0 <= base["jaccard"] <= 1.0 and -1.0 <= base["kappa"] <= 1.0
+    assert base["kappa"] > 0.2  # both doubt much the same pairs (an inverted filter would disagree)
     # AlpacaEval's judge prefers the longer answer, so the length model doubts pairs whose chosen is shorter
     assert base["chosen_longer_in_flagged"]["baseline"] < 0.3
     assert base["chosen_longer_in_flagged"]["filter"] > base["chosen_longer_in_flagged"]["baseline"]
