@@ -6,7 +6,9 @@ also as milliseconds or a date) with the recipe's exponential backoff and jitter
 is no completion is retried here, within the same attempt budget. A request that still fails, or
 that the server refuses (other 4xx, e.g. a prompt over the context length), becomes a row with
 `error` set, and the run goes on. A quick health check first turns "no server there" into one
-clear error.
+clear error. The SDK costs about 1 ms more per request than the hand-written httpx client did
+(116 vs 132 requests/s against an instant local server; the same with faults:
+benchmarks/openai_client.py), nothing beside a model's generation time.
 """
 
 from __future__ import annotations
