@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results" / "hub_layout.json"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(os.environ.get("CURATE_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 SOURCES = ("hh_rlhf_test.jsonl.gz", "alpaca_eval2_gpt4turbo_pairs.jsonl.gz")
 
 
@@ -55,13 +55,19 @@ def main() -> None:
             entry = {"rows": info.rows, "publish_s": {"median": statistics.median(times), "min": min(times), "max": max(times)},
                      "load_s": load_s, "splits": rows["split"].value_counts().sort("split").rows(),
                      "files": sorted(str(p.relative_to(info.path)) for p in info.path.rglob("*") if p.is_file())}
-            if (info.path / "README.md").is_file():
-                import datasets
+            import datasets
 
-                t0 = time.perf_counter()
-                ds = datasets.load_dataset(str(info.path))
-                entry["load_dataset_s"] = time.perf_counter() - t0
+            # a Hub-style folder loads as it is; an older one only as "parquet" with its folder
+            args_ = (str(info.path),) if (info.path / "README.md").is_file() else ("parquet",)
+            kwargs = {} if (info.path / "README.md").is_file() else {"data_files": str(info.path / "pairs.parquet")}
+            t0 = time.perf_counter()
+            try:
+                ds = datasets.load_dataset(*args_, **kwargs)
                 entry["load_dataset_splits"] = {k: v.num_rows for k, v in ds.items()}
+            except Exception as exc:  # noqa: BLE001 - recorded, it is the finding
+                entry["load_dataset_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            entry["load_dataset_s"] = time.perf_counter() - t0
+            entry["load_dataset_call"] = f"load_dataset({', '.join(map(repr, args_))}{', data_files=<pairs.parquet>' if kwargs else ''})"
             out["sources"][name] = entry
             print(name, json.dumps(entry, default=str))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
