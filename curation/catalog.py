@@ -617,6 +617,7 @@ class Catalog:
                 _write_file(df, tmp / f"{t}.parquet", t)
             digests = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*.parquet"))}
             plots = draw_plots(rows, lineage_frames, selection, tmp)  # before the lock: it takes a moment
+            digests.update({p: file_digest(tmp / p) for p in plots})
             with self._write() as con:
                 version = self._next_version(con, name, ds_dir)
                 ref = f"{name}@v{version}"
@@ -636,14 +637,15 @@ class Catalog:
                     "key": key,
                     "test_fraction": test_fraction,
                     "seed": seed,
-                    "files": sorted(digests) + plots + ["manifest.json", "README.md"],
+                    "files": sorted(digests) + ["manifest.json", "README.md"],
                     "digests": digests,
                     "recipe": recipe,
                     "selection": selection,
                     "committed": False,  # until the catalog transaction is done: see mark_committed
                 }
-                _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
                 _write_text(tmp / "README.md", version_card(rows, lineage_frames, manifest, plots, body=card))
+                digests["README.md"] = file_digest(tmp / "README.md")  # the card is published content too
+                _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
                 fsync_dir(tmp)
                 final = ds_dir / f"v{version}"
                 os.rename(tmp, final)

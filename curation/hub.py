@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from curation.catalog import Catalog, CatalogError, VersionInfo, read_manifest
+from curation.catalog import Catalog, CatalogError, VersionInfo, read_manifest, verify_file
 
 KEEP_REMOTE = (".gitattributes",)  # the Hub's own file in every repository
 
@@ -62,6 +62,13 @@ def push_plan(catalog: Catalog, ref: str | VersionInfo, repo: str, *, as_: Liter
         raise CatalogError(f"{info.ref} was published before versions were Hub datasets (one pairs.parquet, no README.md "
                            "card): publish it again (e.g. `curate export` then `curate import`) to push it")
     files = list(dict.fromkeys([*manifest["files"], *(e["path"] for e in manifest["splits"].values())]))
+    digests = manifest.get("digests") or {}
+    for name in files:  # the card and plots (verify_version checked the tables)
+        if not name.endswith(".parquet") and name in digests:
+            why = verify_file(info.path / name, digests[name], full=True)
+            if why:
+                raise CatalogError(f"{info.ref} cannot be pushed: {info.path / name} {why}; restore it from a backup, "
+                                   f"or see `curate doctor --catalog {catalog.root}`")
     ops: list[Any] = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(info.path / name)) for name in files]
     name = f"v{info.version}"
     message = f"{info.ref}: {info.rows} pairs, fingerprint {info.fingerprint}"

@@ -49,12 +49,16 @@ def test_plan_refuses_a_damaged_version_or_a_bad_repo(published) -> None:
     cat, info = published
     with pytest.raises(CatalogError, match="ORG/NAME"):
         push_plan(cat, info.ref, "toy")
-    readme = info.path / "data" / "test.parquet"
-    data = bytearray(readme.read_bytes())
+    split = info.path / "data" / "test.parquet"
+    data = bytearray(split.read_bytes())
     data[len(data) // 2] ^= 0x01
-    readme.write_bytes(bytes(data))
+    split.write_bytes(bytes(data))
     with pytest.raises(CatalogError, match=r"toy@v2 cannot be served: .*data/test\.parquet"):
         push_plan(cat, info.ref, "org/toy")
+    card = cat.resolve("toy@v1").path / "README.md"
+    card.write_text(card.read_text().replace("license: unknown", "license: mit"))  # a card edited after publishing
+    with pytest.raises(CatalogError, match=r"toy@v1 cannot be pushed: .*README\.md is \d+ bytes where the manifest recorded"):
+        push_plan(cat, "toy@v1", "org/toy")
 
 
 def test_cli_dry_run_prints_the_commit_and_offline_push_fails_clearly(published, monkeypatch) -> None:
