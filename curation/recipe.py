@@ -35,6 +35,8 @@ class SourceSpec(_Section):
     query: str | None = None
     split: str | None = None
     name: str | None = None
+    license: str | None = Field(None, description="the source's license (a Hub license id) for the version's card; "
+                                "default: what the source declares beside itself")
 
     @field_validator("format")
     @classmethod

@@ -182,3 +182,18 @@ def test_doctor_names_a_missing_or_swapped_split_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"data/test\.parquet missing"):
         cat.load(info.ref)
     assert "data/test.parquet missing" in doctor(root).findings[0].message
+
+
+def test_import_license_option_reaches_the_card(shared_data: Path, tmp_path: Path) -> None:
+    from huggingface_hub import DatasetCard
+    from typer.testing import CliRunner
+
+    from curation.cli import _load_commands, app
+
+    _load_commands()
+    root = tmp_path / "cat"
+    args = ["import", str(shared_data / "hh_rlhf_test.jsonl.gz"), "--name", "hh", "--limit", "20", "--catalog", str(root)]
+    assert CliRunner().invoke(app, args + ["--license", "cc-by-4.0"]).exit_code == 0
+    assert CliRunner().invoke(app, args).exit_code == 0
+    cards = [DatasetCard.load(root / "datasets" / "hh" / v / "README.md").data.to_dict() for v in ("v1", "v2")]
+    assert [c["license"] for c in cards] == ["cc-by-4.0", "mit"]  # given, else declared beside the file

@@ -61,6 +61,8 @@ def import_(
     max_bad_fraction: float = typer.Option(0.05, "--max-bad-fraction", min=0.0, max=1.0, help="Fail above this share of quarantined rows"),
     test_fraction: float = typer.Option(0.0, "--test-fraction", min=0.0, max=0.99, help="Hold out this share of prompts as split 'test'"),
     seed: int = typer.Option(0, "--seed", help="Seed of the prompt-level split"),
+    license: Optional[str] = typer.Option(None, "--license", help="The source's license for the card (a Hub license "
+                                          "id) [default: what the source declares beside itself]"),
     catalog: Optional[str] = CatalogOption,
     as_json: bool = JsonOption,
 ) -> None:
@@ -98,7 +100,8 @@ def import_(
                 name,
                 tables,
                 run={"name": f"import:{name}", "stats": {"counts": data.counts, "rows_read": data.rows_read}},
-                recipe={"import": {"path": str(path), "format": data.format, "detection": data.detection, "limit": limit}},
+                recipe={"import": {"path": str(path), "format": data.format, "detection": data.detection, "limit": limit,
+                                   "license": license}},
                 test_fraction=test_fraction,
                 seed=seed,
             )
