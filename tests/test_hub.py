@@ -182,6 +182,9 @@ def test_doctor_names_a_missing_or_swapped_split_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match=r"data/test\.parquet missing"):
         cat.load(info.ref)
     assert "data/test.parquet missing" in doctor(root).findings[0].message
+    plot = cat.publish("ds", make_tables(8)).path / "plots" / "lengths.png"
+    plot.write_bytes(plot.read_bytes()[:-1] + b"\0")  # the card's plots are published content too
+    assert any("v2: plots/lengths.png its content hash differs" in f.message for f in doctor(root).findings)
 
 
 def test_import_license_option_reaches_the_card(shared_data: Path, tmp_path: Path) -> None:
