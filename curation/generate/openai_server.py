@@ -91,7 +91,7 @@ class OpenAIGenerator(Generator):
         """The server's `/models` entries (one quick request, no retries)."""
         client = openai.OpenAI(base_url=self._url, api_key=self._key(), timeout=min(10.0, self.config.timeout), max_retries=0)
         with client:
-            return [m.model_dump() for m in client.models.list().data]
+            return [m.to_dict() for m in client.models.list().data]  # the fields the server sent, as it sent them
 
     def reported_model(self) -> dict[str, Any] | None:
         """The server's `/models` entry for this model, without fields that change per request."""

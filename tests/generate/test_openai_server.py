@@ -256,3 +256,11 @@ def test_the_sdk_waits_with_the_recipes_backoff_and_honours_retry_after(monkeypa
         waits.clear()
         cands, _ = run_generation(make_prompts(["flaky-429"]), _config(server))
         assert waits == [] and cands["error"][0] is None  # 'Retry-After: 0' was the wait, twice
+
+
+def test_reported_model_is_what_the_server_sent():
+    """The identity hashes the server's own fields: fields the SDK's Model type adds as None would
+    change every cached generation's identity for servers that do not send them."""
+    with FaultServer() as server:
+        generator = GENERATORS.build("openai", _config(server))
+        assert generator.reported_model() == {"id": "fake"}
