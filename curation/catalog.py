@@ -114,7 +114,7 @@ class VersionInfo:
 
     def files(self, table: str = "pairs") -> list[Path]:
         """A table's Parquet files: the pairs' one per split (train first; only the ref's split when it
-        names one), or the one pairs.parquet of a version published before the split layout."""
+        names one), or the one pairs.parquet (both splits) of a version published before that layout."""
         if table != "pairs":
             return [self.file(table)]
         return [p for p, _ in pair_files(self.path, read_manifest(self.path), self.split)]

@@ -91,24 +91,24 @@ def _table(title: str, d: Mapping[str, Any]) -> list[str]:
 
 def _license_of(path: Path) -> str | None:
     """The license a source file or saved dataset declares beside itself: a saved HF dataset's
-    dataset_info.json, a manifest.json listing the file, or a README.md's YAML header."""
-    folder = path if path.is_dir() else path.parent
-    info = folder / "dataset_info.json"
-    candidates: list[Any] = []
-    if info.is_file():
-        candidates.append(json.loads(info.read_text(encoding="utf-8")).get("license"))
-    manifest = folder / "manifest.json"
-    if manifest.is_file() and not path.is_dir():
-        try:
-            listed = json.loads(manifest.read_text(encoding="utf-8")).get("files") or []
-        except ValueError:
-            listed = []
-        candidates += [f.get("license") for f in listed if isinstance(f, dict) and f.get("name") == path.name]
-    readme = folder / "README.md"
-    if readme.is_file() and readme.read_text(encoding="utf-8").startswith("---"):
-        from huggingface_hub import DatasetCard
+    dataset_info.json, a manifest.json listing the file, or a README.md's YAML header (an unreadable
+    one declares nothing: the card then says the license is unknown)."""
+    import yaml
+    from huggingface_hub import DatasetCard
 
-        candidates.append(DatasetCard.load(readme).data.to_dict().get("license"))
+    folder = path if path.is_dir() else path.parent
+    candidates: list[Any] = []
+    try:
+        if (folder / "dataset_info.json").is_file():
+            candidates.append(json.loads((folder / "dataset_info.json").read_text(encoding="utf-8")).get("license"))
+        if (folder / "manifest.json").is_file() and not path.is_dir():
+            listed = json.loads((folder / "manifest.json").read_text(encoding="utf-8")).get("files") or []
+            candidates += [f.get("license") for f in listed if isinstance(f, dict) and f.get("name") == path.name]
+        readme = folder / "README.md"
+        if readme.is_file() and readme.read_text(encoding="utf-8").startswith("---"):
+            candidates.append(DatasetCard.load(readme).data.to_dict().get("license"))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError) as exc:
+        log.warning("%s: could not read the license declared beside it (%s)", path, exc)
     return next((str(c) for c in candidates if c), None)
 
 

@@ -200,3 +200,15 @@ def test_import_license_option_reaches_the_card(shared_data: Path, tmp_path: Pat
     assert CliRunner().invoke(app, args).exit_code == 0
     cards = [DatasetCard.load(root / "datasets" / "hh" / v / "README.md").data.to_dict() for v in ("v1", "v2")]
     assert [c["license"] for c in cards] == ["cc-by-4.0", "mit"]  # given, else declared beside the file
+
+
+def test_an_unreadable_license_declaration_leaves_the_license_unknown(tmp_path: Path) -> None:
+    from huggingface_hub import DatasetCard
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pairs.jsonl").write_text("{}\n")
+    (src / "manifest.json").write_text("{not json")
+    (src / "README.md").write_text("---\nlicense: [unclosed\n---\n")
+    info = open_catalog(tmp_path / "cat").publish("x", make_tables(3), recipe={"sources": [{"path": str(src / "pairs.jsonl")}]})
+    assert DatasetCard.load(info.path / "README.md").data.to_dict()["license"] == "unknown"
