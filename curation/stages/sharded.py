@@ -63,6 +63,16 @@ class ShardedStage(Stage):
     def combined_rows_out(self, tables: Tables, out: Tables) -> int:
         return out[self.table].rows
 
+    def shard_outputs(self) -> dict[str, tuple[str, str]]:
+        """Where one shard's rows are stored (under the shard's fingerprint)."""
+        return {self.table: (f"{self.name}.shard", self.table)}
+
+    def combined_outputs(self) -> dict[str, tuple[str, str]]:
+        return {self.table: (self.name, self.table)}
+
+    def combined_fingerprint(self, shards: list[Shard], tables: Tables) -> str:
+        return fingerprint(self.name, [s.fingerprint for s in shards], fingerprints(tables, self.table))
+
     # -- the three steps
 
     def plan(self, recipe: Recipe, tables: Tables, ctx: RunContext, shard_size: int) -> list[Shard]:
@@ -84,15 +94,14 @@ class ShardedStage(Stage):
     def run_shard(self, shard: Shard, recipe: Recipe, ctx: RunContext) -> tuple[ArtifactRef, Stats]:
         """Compute one shard, or return its artifact when it already exists."""
         started = time.perf_counter()
-        artifact = f"{self.name}.shard"
-        report = Stats(stage=artifact, fingerprint=shard.fingerprint, rows_in=shard.prompts.rows, shards=1)
+        report = Stats(stage=f"{self.name}.shard", fingerprint=shard.fingerprint, rows_in=shard.prompts.rows, shards=1)
 
         def compute() -> dict[str, pl.DataFrame]:
             frame = self.compute_shard(recipe, ctx.store.read(shard.prompts), dict(shard.inputs), ctx, report)
             report.detail["worker"] = worker_name()
             return {self.table: frame}
 
-        ref = produce(ctx, shard.fingerprint, {self.table: (artifact, self.table)}, compute, report,
+        ref = produce(ctx, shard.fingerprint, self.shard_outputs(), compute, report,
                       error=f"stage {self.name}{self.context(recipe)}")[self.table]
         report.shards_cached = int(report.cached)
         report.rows_out = ref.rows
@@ -104,7 +113,7 @@ class ShardedStage(Stage):
                 ctx: RunContext) -> tuple[Tables, Stats]:
         """Join the shard artifacts (plus what the sources brought) into the stage's table."""
         store, table = ctx.store, self.table
-        fp = fingerprint(self.name, [s.fingerprint for s in shards], fingerprints(tables, table))
+        fp = self.combined_fingerprint(shards, tables)
         report = Stats(stage=self.name, fingerprint=fp, rows_in=self.combined_rows_in(tables))
         workers = sorted({r.detail["worker"] for r in reports if "worker" in r.detail})
         report.detail = {"workers": workers} if workers else {}
@@ -116,7 +125,7 @@ class ShardedStage(Stage):
             frame = pl.concat([schema.conform(f, table) for f in frames]).unique(self.key, keep="last", maintain_order=True)
             return {table: frame}
 
-        out = {**tables, **produce(ctx, fp, {table: (self.name, table)}, compute, report, error=f"stage {self.name}")}
+        out = {**tables, **produce(ctx, fp, self.combined_outputs(), compute, report, error=f"stage {self.name}")}
         report.cached = report.cached and report.shards_cached == report.shards
         report.rows_out = self.combined_rows_out(tables, out)
         return out, report

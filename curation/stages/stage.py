@@ -103,12 +103,11 @@ def produce(
     Any exception of the compute other than a `StageError` becomes one whose message starts
     with `error` (the stage and its component), so a failure always says where it happened.
     """
+    refs = stored(ctx, fp, outputs, reusable)
+    if refs is not None:
+        report.cached = True
+        return refs
     store = ctx.store
-    if all(store.exists(artifact, fp) for artifact, _ in outputs.values()):
-        refs = {key: store.ref(artifact, fp) for key, (artifact, _) in outputs.items()}
-        if reusable is None or reusable(refs):
-            report.cached = True
-            return refs
     try:
         frames = compute()
     except StageError:
@@ -116,6 +115,20 @@ def produce(
     except Exception as exc:
         raise StageError(f"{error}: {exc}") from exc
     return {key: store.write(artifact, fp, frames[key], table=table) for key, (artifact, table) in outputs.items()}
+
+
+def stored(
+    ctx: RunContext,
+    fp: str,
+    outputs: Mapping[str, tuple[str, str | None]],
+    reusable: Callable[[Mapping[str, ArtifactRef]], bool] | None = None,
+) -> dict[str, ArtifactRef] | None:
+    """The outputs' references when the store holds every one under `fp` and they may be reused, else None."""
+    store = ctx.store
+    if not all(store.exists(artifact, fp) for artifact, _ in outputs.values()):
+        return None
+    refs = {key: store.ref(artifact, fp) for key, (artifact, _) in outputs.items()}
+    return refs if reusable is None or reusable(refs) else None
 
 
 def execute(

@@ -49,6 +49,7 @@ def _wait(what: str, check, timeout: float, proc: subprocess.Popen | None = None
 @pytest.mark.slow
 def test_deployment_on_a_real_server_runs_and_publishes(tmp_path, shared_data):
     from curation.catalog import open_catalog
+    from curation.recipe import STAGES
 
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
@@ -89,6 +90,12 @@ def test_deployment_on_a_real_server_runs_and_publishes(tmp_path, shared_data):
         dep = _wait("deployment curate/nightly", deployment, 180, worker, worker_log)
         assert [s["schedule"]["cron"] for s in dep["schedules"]] == ["0 3 * * *"]
         assert dep["parameters"]["catalog"] == str(catalog.resolve())
+        assert dep["parameters"]["recipe"] == str(recipe.resolve())
+        # typed parameters: what the UI renders as a form (a file path, a choice of stage, a bounded number)
+        schema = dep["parameter_openapi_schema"]["properties"]
+        assert schema["recipe"]["format"] == "file-path"
+        assert schema["until"]["anyOf"][0]["enum"] == list(STAGES)
+        assert schema["shard_size"]["minimum"] == 1
 
         def runs(state: str | None = None):
             body = {"deployments": {"id": {"any_": [dep["id"]]}}}

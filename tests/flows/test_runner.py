@@ -1,5 +1,6 @@
-"""The task runners: the mapped shards of a real flow run on a real local Dask cluster's and a real
-local Ray cluster's worker processes, and all three runners publish the same version."""
+"""The task runners: the mapped shards of a real flow run in this process, in a local process pool,
+on a real local Dask cluster's and a real local Ray cluster's worker processes, and all of them
+publish the same version."""
 
 from __future__ import annotations
 
@@ -49,9 +50,11 @@ def test_local_dask_and_ray_runners_publish_the_same_version(tmp_path, tiny_chat
         "pairs": {"builder": "best_worst", "score": "len"},
         "select": [{"kind": "dedup", "method": "exact"}],
     }))
-    run = lambda runner, **kw: run_flow(str(recipe), str(tmp_path / runner), runner=runner, shard_size=4, **kw)
+    run = lambda runner, out=None, **kw: run_flow(str(recipe), str(tmp_path / (out or runner)), runner=runner,
+                                                  shard_size=4, **kw)
 
-    local = run("local")
+    local = run("local", shard_workers=1)  # shards in turn, in this process
+    pool = run("local", "local-pool", shard_workers=2)  # shards in two local processes
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         dask_pids = set(client.run(os.getpid).values())
@@ -67,18 +70,19 @@ def test_local_dask_and_ray_runners_publish_the_same_version(tmp_path, tiny_chat
     gen = {s["stage"]: s for s in local["stages"]}["generate"]
     assert (gen["shards"], gen["calls"], gen["rows_out"]) == (3, 24, 24)
     assert _worker_pids(local) == {os.getpid()}  # one process: the flow's own
+    assert os.getpid() not in _worker_pids(pool)  # the pool's processes
     for summary, pids in ((dask, dask_pids), (ray_summary, ray_pids)):
         ran = _worker_pids(summary)
         assert ran and os.getpid() not in ran  # every shard ran outside the flow's process ...
         assert ran <= pids  # ... in one of the cluster's workers
     expected = _tables(local)
-    for summary in (dask, ray_summary):
+    for summary in (pool, dask, ray_summary):
         for table, frame in _tables(summary).items():
             assert_frame_equal(frame, expected[table])  # floats (log-probabilities) to 1e-5
-    fingerprints = {r: open_catalog(tmp_path / r).versions("runners")["fingerprint"].to_list()
-                    for r in ("local", "dask", "ray")}
-    assert fingerprints["local"] == fingerprints["dask"] == fingerprints["ray"] and len(fingerprints["local"]) == 1
-    assert local["version"] == dask["version"] == ray_summary["version"] == "runners@v1"
+    runs = ("local", "local-pool", "dask", "ray")
+    fingerprints = {open_catalog(tmp_path / r).versions("runners")["fingerprint"].to_list()[0] for r in runs}
+    assert len(fingerprints) == 1
+    assert {s["version"] for s in (local, pool, dask, ray_summary)} == {"runners@v1"}
 
 
 def test_unknown_runner_is_a_clear_error():
