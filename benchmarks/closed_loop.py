@@ -46,7 +46,7 @@ def main() -> None:
 
     from curation.recipe import load_recipe
     from curation.stages import RunContext, read_record, run_recipe
-    from curation.train.evaluate import bootstrap_interval
+    from curation.train.evaluate import bootstrap_interval, decoding
 
     recipe_path = Path(args.recipe).resolve()
     ctx = RunContext(str(Path(args.catalog).resolve()))
@@ -102,6 +102,7 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "seeds": args.seeds,
         "held_out_problems": len(prompt_ids or []),
+        "decoding": decoding(load_recipe(recipe_path).evaluate),
         "interval": "95% percentile bootstrap, 2000 resamples of seeds and problems (paired)",
         "rounds": rounds,
         "per_seed": per_seed,

@@ -1,9 +1,13 @@
 """The quickstart's synthetic task: two-number addition with verifiable answers, and a tiny policy.
 
-The whole curation loop needs a policy that is right sometimes and not always, so that on-policy
-candidates disagree and a verifier can tell good from bad. Nothing can be downloaded, so the
-policy is the tiny offline chat model of `curation.testing`, pre-trained here for about a
-minute on the task itself. Everything is deterministic for a seed.
+The closed loop can only help where the policy is right sometimes and not reliably: then its own
+samples disagree, a verifier tells the right ones from the wrong ones, and training on those pairs
+teaches what greedy decoding missed. So the tiny policy (the offline chat model of
+`curation.testing`, nothing can be downloaded) is pre-trained for about a minute on additions that
+rarely carry: it adds without a carry reliably and carries only now and then. Curation samples
+carrying problems it never saw in pre-training, and evaluation asks other unseen carrying problems,
+so a gain is the skill learned from verified on-policy samples, not memory. Everything is
+deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -22,26 +26,39 @@ from curation import schema
 log = logging.getLogger(__name__)
 
 TASK = "addition"
-HELDOUT = (200, 123)  # (count, seed): the held-out problems; never shown in pre-training or curation
-POOL = (256, 1)  # (count, seed): the prompts the quickstart generates candidates for
+# (count, seed) of the carrying problems held out for evaluation and of the pools curation samples;
+# none of them is ever shown in pre-training, and the pools never hold a held-out problem
+HELDOUT = (200, 123)
+POOL = (256, 1)
 # examples/closed-loop.yaml: enough held-out problems (the quickstart's 200 first) for an interval
-# that can exclude zero, and a larger pool; its policy never sees any of the 500
+# that can exclude zero, and a larger pool
 CLOSED_LOOP_HELDOUT = (500, HELDOUT[1])
 CLOSED_LOOP_POOL = (512, 2)
+CARRY_SHARE = 0.1  # of pre-training problems that carry: greedy decoding gets about half of unseen carries right
 _POLICY_MARKER = "curate_quickstart_policy.json"
 
 
-def addition_problems(n: int, seed: int, digits: int = 2, exclude: set[tuple[int, int]] | None = None):
-    """`n` distinct (a, b) pairs of `digits`-digit operands, none in `exclude`."""
+def carries(a: int, b: int) -> bool:
+    """Whether a + b carries out of the ones digit: the skill pre-training leaves under-trained."""
+    return a % 10 + b % 10 >= 10
+
+
+def addition_problems(n: int, seed: int, digits: int = 2, exclude: set[tuple[int, int]] | None = None,
+                      carry: bool | None = None) -> list[tuple[int, int]]:
+    """`n` distinct (a, b) pairs of `digits`-digit operands, none in `exclude`; only carrying (or
+    only non-carrying) ones when `carry` is set. The same seed draws the same sequence, so the
+    first n of a larger draw are the draw of n."""
     rng = random.Random(seed)
     lo, hi = 10 ** (digits - 1), 10**digits - 1
-    if n > (hi - lo + 1) ** 2 - len(exclude or ()):
+    space = (hi - lo + 1) ** 2 if carry is None else sum(
+        carries(a, b) == carry for a in range(lo, hi + 1) for b in range(lo, hi + 1))
+    if n > space - len(set(exclude or ())):
         raise ValueError(f"cannot draw {n} distinct {digits}-digit addition problems")
     seen = set(exclude or ())
     out = []
     while len(out) < n:
         ab = (rng.randint(lo, hi), rng.randint(lo, hi))
-        if ab not in seen:
+        if ab not in seen and (carry is None or carries(*ab) == carry):
             seen.add(ab)
             out.append(ab)
     return out
@@ -51,10 +68,10 @@ def question(a: int, b: int) -> str:
     return f"{a}+{b}="
 
 
-def addition_prompts(n: int, seed: int = 0, digits: int = 2, exclude=None) -> pl.DataFrame:
+def addition_prompts(n: int, seed: int = 0, digits: int = 2, exclude=None, carry: bool | None = None) -> pl.DataFrame:
     """A `prompts` frame of addition problems; `meta` holds the reference answer."""
     rows = []
-    for a, b in addition_problems(n, seed, digits, exclude):
+    for a, b in addition_problems(n, seed, digits, exclude, carry):
         messages = schema.user_prompt(question(a, b))
         rows.append(
             {
@@ -67,48 +84,56 @@ def addition_prompts(n: int, seed: int = 0, digits: int = 2, exclude=None) -> pl
     return schema.frame(rows, "prompts")
 
 
-def write_prompts_jsonl(path: str | os.PathLike, n: int, seed: int, digits: int = 2, exclude=None) -> Path:
+def write_prompts_jsonl(path: str | os.PathLike, n: int, seed: int, digits: int = 2, exclude=None,
+                        carry: bool | None = None) -> Path:
     """Write problems as JSONL ({"messages", "answer"} per line) for a recipe's `sources`."""
-    path = Path(path)
+    return _write_problems(Path(path), addition_problems(n, seed, digits, exclude, carry))
+
+
+def _write_problems(path: Path, problems: list[tuple[int, int]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame = addition_prompts(n, seed, digits, exclude)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w") as f:
-        for row in frame.iter_rows(named=True):
-            answer = json.loads(row["meta"])["answer"]
-            f.write(json.dumps({"messages": row["messages"], "answer": answer}) + "\n")
+        for a, b in problems:
+            f.write(json.dumps({"messages": schema.user_prompt(question(a, b)), "answer": str(a + b)}) + "\n")
     os.replace(tmp, path)
     return path
 
 
 def heldout_problems(count: int = HELDOUT[0]) -> set[tuple[int, int]]:
-    """The first `count` held-out problems (the same draw for every count, so 200 are inside 500)."""
-    return set(addition_problems(count, HELDOUT[1]))
+    """The first `count` held-out carrying problems (the same draw for every count: 200 are inside 500)."""
+    return set(addition_problems(count, HELDOUT[1], carry=True))
+
+
+def pool_problems(count: int, seed: int) -> list[tuple[int, int]]:
+    """A pool of carrying problems for curation, disjoint from every held-out problem."""
+    return addition_problems(count, seed, exclude=heldout_problems(CLOSED_LOOP_HELDOUT[0]), carry=True)
+
+
+def reserved_problems() -> set[tuple[int, int]]:
+    """Every problem a recipe curates or evaluates on: pre-training never shows one."""
+    return heldout_problems(CLOSED_LOOP_HELDOUT[0]) | set(pool_problems(*POOL)) | set(pool_problems(*CLOSED_LOOP_POOL))
 
 
 def write_quickstart_data(folder: str | os.PathLike) -> tuple[Path, Path]:
     """The quickstart's two prompt files: the generation pool and the held-out set (disjoint)."""
     folder = Path(folder)
-    heldout = write_prompts_jsonl(folder / "addition-heldout.jsonl", *HELDOUT)
-    pool = write_prompts_jsonl(folder / "addition-pool.jsonl", *POOL, exclude=heldout_problems())
-    return pool, heldout
+    heldout = _write_problems(folder / "addition-heldout.jsonl", addition_problems(*HELDOUT, carry=True))
+    return _write_problems(folder / "addition-pool.jsonl", pool_problems(*POOL)), heldout
 
 
 def write_closed_loop_data(folder: str | os.PathLike) -> tuple[Path, Path]:
     """examples/closed-loop.yaml's prompt files: 512 pool problems and 500 held-out ones (disjoint)."""
     folder = Path(folder)
-    count = CLOSED_LOOP_HELDOUT[0]
-    heldout = write_prompts_jsonl(folder / f"addition-heldout-{count}.jsonl", *CLOSED_LOOP_HELDOUT)
-    pool = write_prompts_jsonl(
-        folder / f"addition-pool-{CLOSED_LOOP_POOL[0]}.jsonl", *CLOSED_LOOP_POOL, exclude=heldout_problems(count)
-    )
-    return pool, heldout
+    n_held, n_pool = CLOSED_LOOP_HELDOUT[0], CLOSED_LOOP_POOL[0]
+    heldout = _write_problems(folder / f"addition-heldout-{n_held}.jsonl", addition_problems(*CLOSED_LOOP_HELDOUT, carry=True))
+    return _write_problems(folder / f"addition-pool-{n_pool}.jsonl", pool_problems(*CLOSED_LOOP_POOL)), heldout
 
 
-def build_policy(path: str | os.PathLike, heldout: int = HELDOUT[0], **options) -> Path:
-    """The recipe's `quickstart_policy` model builder: the tiny policy, the first `heldout`
-    held-out problems excluded from its pre-training."""
-    return pretrain_policy(path, holdout=heldout_problems(heldout), **options)
+def build_policy(path: str | os.PathLike, **options) -> Path:
+    """The recipe's `quickstart_policy` model builder: the tiny policy, never shown a problem that a
+    recipe curates or evaluates on."""
+    return pretrain_policy(path, holdout=reserved_problems(), **options)
 
 
 def is_correct(response: str | None, answer: str) -> bool:
@@ -133,24 +158,34 @@ def _chat_ids(tok, q: str, a: str) -> tuple[list[int], int]:
 def pretrain_policy(
     path: str | os.PathLike,
     *,
-    steps: int = 1200,
+    steps: int = 650,
     batch_size: int = 64,
-    lr: float = 3e-3,
+    lr: float = 1e-3,
     seed: int = 0,
     digits: int = 2,
+    carry_share: float = CARRY_SHARE,
     holdout: set[tuple[int, int]] | None = None,
 ) -> Path:
     """Build the tiny chat model in `path` and train it on addition for `steps` steps (once).
 
-    Supervised next-token loss on the answer tokens only. The step count, not a clock, bounds
-    the training so the model is the same on every machine; about a minute on 2 cores.
+    Supervised next-token loss on the answer tokens only; `carry_share` of the problems carry, so
+    the rest of the task is learnt and carrying stays unreliable: at 650 steps and lr 1e-3, greedy
+    decoding gets about 0.1 of unseen carries right at a 5% share, 0.5 at 10%, 0.75 at 15%, while
+    adding without a carry is right every time (the accuracy follows the share, not a point on a
+    steep training curve). The step count, not a clock, bounds the training so the model is the
+    same on every machine; about a minute on 2 cores. A folder built with other settings is
+    rebuilt.
     `holdout` problems are never shown, so evaluation measures generalisation. One torch thread:
     the model is so small that more threads only add synchronisation (on a busy machine, ten
     times the CPU time per step).
     """
     path = Path(path)
-    if (path / _POLICY_MARKER).exists():
-        return path
+    holdout = holdout or set()
+    settings = {"task": TASK, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "digits": digits,
+                "carry_share": carry_share, "holdout": schema.content_hash("holdout", sorted(holdout))}
+    marker = path / _POLICY_MARKER
+    if marker.exists() and json.loads(marker.read_text()) == settings:
+        return path  # built before with these settings; other settings (an older quickstart's) build anew
     import torch
 
     from curation.testing import tiny_chat_model
@@ -163,7 +198,6 @@ def pretrain_policy(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     lo, hi = 10 ** (digits - 1), 10**digits - 1
-    holdout = holdout or set()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
@@ -174,9 +208,10 @@ def pretrain_policy(
         for step in range(steps):
             batch = []
             while len(batch) < batch_size:
-                a, b = rng.randint(lo, hi), rng.randint(lo, hi)
-                if (a, b) not in holdout:
-                    batch.append(_chat_ids(tok, question(a, b), str(a + b)))
+                carry = rng.random() < carry_share
+                while (ab := (rng.randint(lo, hi), rng.randint(lo, hi))) in holdout or carries(*ab) != carry:
+                    pass
+                batch.append(_chat_ids(tok, question(*ab), str(sum(ab))))
             width = max(len(ids) for ids, _ in batch)
             input_ids = torch.full((batch_size, width), tok.pad_token_id)
             labels = torch.full((batch_size, width), -100)
@@ -198,9 +233,7 @@ def pretrain_policy(
     model.eval()
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    (tmp / _POLICY_MARKER).write_text(
-        json.dumps({"task": TASK, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "digits": digits})
-    )
+    (tmp / _POLICY_MARKER).write_text(json.dumps(settings))
     if path.exists():
         import shutil
 

@@ -20,11 +20,19 @@ def test_problems_are_distinct_deterministic_and_exclude_what_is_held_out():
     a = qs.addition_problems(50, seed=3)
     assert a == qs.addition_problems(50, seed=3) and len(set(a)) == 50
     assert all(10 <= x <= 99 and 10 <= y <= 99 for x, y in a)
-    held = qs.heldout_problems()
-    assert not held & set(qs.addition_problems(qs.POOL[0], qs.POOL[1], exclude=held))
-    assert held < qs.heldout_problems(qs.CLOSED_LOOP_HELDOUT[0]) and len(qs.heldout_problems(500)) == 500
+    assert all(qs.carries(*p) for p in qs.addition_problems(50, seed=3, carry=True))
+    assert not any(qs.carries(*p) for p in qs.addition_problems(50, seed=3, carry=False))
+    assert qs.carries(15, 27) and not qs.carries(15, 24)
+    held = qs.heldout_problems(qs.CLOSED_LOOP_HELDOUT[0])
+    assert all(qs.carries(*p) for p in held)  # the skill pre-training leaves under-trained
+    pools = set(qs.pool_problems(*qs.POOL)) | set(qs.pool_problems(*qs.CLOSED_LOOP_POOL))
+    assert all(qs.carries(*p) for p in pools) and not held & pools
+    assert qs.reserved_problems() == held | pools  # what pre-training never shows
+    assert qs.heldout_problems() < held and len(held) == 500
     with pytest.raises(ValueError, match="cannot draw"):
         qs.addition_problems(82, seed=0, digits=1)
+    with pytest.raises(ValueError, match="cannot draw"):
+        qs.addition_problems(46, seed=0, digits=1, carry=True)  # 45 one-digit pairs carry
 
 
 def test_shipped_prompt_files_are_the_ones_the_code_makes(tmp_path):
@@ -52,11 +60,16 @@ def test_pretraining_builds_once_and_learns(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = qs.pretrain_policy(tmp_path / "policy", steps=40, batch_size=16, holdout=qs.heldout_problems())
+    settings = {"steps": 40, "batch_size": 16, "holdout": qs.heldout_problems()}
+    path = qs.pretrain_policy(tmp_path / "policy", **settings)
     marker = path / "curate_quickstart_policy.json"
     assert json.loads(marker.read_text())["steps"] == 40
     stamp = marker.stat().st_mtime_ns
-    assert qs.pretrain_policy(tmp_path / "policy", steps=40) == path and marker.stat().st_mtime_ns == stamp
+    assert qs.pretrain_policy(tmp_path / "policy", **settings) == path and marker.stat().st_mtime_ns == stamp
+    # a folder built with other settings (an older quickstart's share of carries) is not reused
+    qs.pretrain_policy(tmp_path / "policy", **{**settings, "steps": 2, "carry_share": 0.5})
+    assert json.loads(marker.read_text())["carry_share"] == 0.5
+    qs.pretrain_policy(tmp_path / "policy", **settings)
 
     tok = AutoTokenizer.from_pretrained(path)
     batch = [qs._chat_ids(tok, qs.question(a, b), str(a + b)) for a, b in qs.addition_problems(32, seed=9)]
@@ -103,6 +116,10 @@ def test_quickstart_end_to_end(tmp_path):
     metrics = stages["evaluate"]["detail"]["metrics"]
     assert set(metrics) == {"before", "after", "control"}
     assert 0.1 <= metrics["before"]["pass@1"] <= 0.8  # right sometimes, not always
+    # the quickstart's promise: verified on-policy pairs teach the under-trained skill, above both baselines
+    intervals = stages["evaluate"]["detail"]["intervals"]
+    assert intervals["after_vs_before"]["low"] > 0 and intervals["after_vs_control"]["low"] > 0
+    assert stages["evaluate"]["detail"]["decoding"] == "greedy"
     assert stages["train"]["detail"]["control_rows"] == stages["publish"]["rows_out"]  # same size, random pairs
     print("quickstart accuracy:", {k: v["pass@1"] for k, v in metrics.items()})
 
@@ -118,5 +135,10 @@ def test_closed_loop_recipe_evaluates_on_problems_its_policy_never_saw():
     assert recipe.rounds == 2 and recipe.evaluate.control and recipe.evaluate.win_rate_prompts == 500
     heldout = Path(recipe.evaluate.prompts)
     assert heldout.name == "addition-heldout-500.jsonl" and len(heldout.read_text().splitlines()) == 500
-    policy = next(m for m in recipe.models if m.build == "quickstart_policy")
-    assert policy.options["heldout"] == qs.CLOSED_LOOP_HELDOUT[0]
+    assert any(m.build == "quickstart_policy" for m in recipe.models)
+    for recipe_file in ("closed-loop.yaml", "quickstart.yaml"):  # every problem a recipe shows: never pre-trained
+        shown = load_recipe(EXAMPLES / recipe_file)
+        for path in (shown.evaluate.prompts, *(s.path for s in shown.sources)):
+            problems = {tuple(map(int, json.loads(line)["messages"][0]["content"].rstrip("=").split("+")))
+                        for line in Path(path).read_text().splitlines()}
+            assert problems <= qs.reserved_problems()
