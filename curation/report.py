@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -127,12 +128,16 @@ def source_licenses(recipe: Mapping[str, Any] | None) -> dict[str, str | None]:
     return out
 
 
+_LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")  # the Hub's license ids: mit, apache-2.0, cc-by-4.0, ...
+
+
 def _card_license(licenses: Mapping[str, str | None]) -> str:
-    """One Hub license id for the card: the sources' when they agree, else `other` (the body lists them)."""
-    known = {v.lower() for v in licenses.values() if v}
-    if len(known) == 1 and all(licenses.values()):
-        return known.pop()
-    return "other" if known else "unknown"
+    """One Hub license id for the card: the sources' when they agree on one id; `other` when they
+    differ or one declares free text (the body quotes each); `unknown` when none declares any."""
+    declared = {v.strip().lower() for v in licenses.values() if v}
+    if len(declared) == 1 and all(licenses.values()) and _LICENSE_ID.match(next(iter(declared))):
+        return declared.pop()
+    return "other" if declared else "unknown"
 
 
 def _size_category(n: int) -> str:

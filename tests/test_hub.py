@@ -212,3 +212,25 @@ def test_an_unreadable_license_declaration_leaves_the_license_unknown(tmp_path: 
     (src / "README.md").write_text("---\nlicense: [unclosed\n---\n")
     info = open_catalog(tmp_path / "cat").publish("x", make_tables(3), recipe={"sources": [{"path": str(src / "pairs.jsonl")}]})
     assert DatasetCard.load(info.path / "README.md").data.to_dict()["license"] == "unknown"
+
+
+def test_a_run_publishes_its_selection_beside_the_random_control_on_the_card(tmp_path: Path, shared_data: Path) -> None:
+    import yaml
+    from huggingface_hub import DatasetCard
+
+    from curation.recipe import load_recipe
+    from curation.stages import run_recipe
+
+    recipe = {"name": "pandalm-small", "sources": [{"path": str(shared_data / "pandalm_testset.jsonl.gz"), "limit": 120}],
+              "select": [{"kind": "dedup", "method": "exact"}, {"kind": "length", "fraction": 0.5}]}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    run_recipe(load_recipe(tmp_path / "recipe.yaml"), tmp_path / "catalog")
+    info = open_catalog(tmp_path / "catalog").resolve("pandalm-small")
+    text = (info.path / "README.md").read_text()
+    assert "| select.1:length | 60 / " in text and "select_vs_control" not in text
+    assert (info.path / "plots" / "selection_vs_control.png").is_file()
+    declared = json.loads((shared_data / "manifest.json").read_text())["files"]
+    license_ = next(f["license"] for f in declared if f["name"] == "pandalm_testset.jsonl.gz")
+    assert license_.startswith("Apache-2.0 (repository); ")  # free text, not a Hub license id: quoted in the body
+    assert DatasetCard.load(info.path / "README.md").data.to_dict()["license"] == "other"
+    assert f": {license_}" in text
