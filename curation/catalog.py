@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 from curation import schema
 from curation.export import check_export, export_version
 from curation.report import draw_plots, version_card
-from curation.rows import RowsError, table_or_empty, version_rows
+from curation.rows import RowsError, plan_version_rows
 from curation.store import ArtifactStore, fsync_dir, pid_alive
 
 # Crash-testing hook: seconds to sleep after the version folder is in place and before the
@@ -152,10 +152,21 @@ def _timestamp(value: Any) -> datetime | None:
     return _timestamp(datetime.fromisoformat(str(value)))
 
 
-def _write_file(df: pl.DataFrame, path: Path, table: str) -> None:
-    """Conform to the table's schema, write (polars' writer is the fast one), fsync."""
-    schema.conform(df, table).write_parquet(path, compression="zstd")
+def _write_file(df: pl.DataFrame | pl.LazyFrame, path: Path, table: str) -> None:
+    """Conform to the table's schema, write (polars' writer is the fast one; a lazy scan streams), fsync."""
+    if isinstance(df, pl.LazyFrame):
+        schema.conform_lazy(df, table).sink_parquet(path, compression="zstd")
+    else:
+        schema.conform(df, table).write_parquet(path, compression="zstd")
     _fsync(path)
+
+
+def _card_frame(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], table: str) -> pl.DataFrame:
+    """A lineage table as the card reads it (of a lazy scan, only the columns the card counts)."""
+    df = tables.get(table)
+    if isinstance(df, pl.LazyFrame):
+        return schema.conform_lazy(df, table).select(["stage", "kept", "reason"] if table == "decisions" else ["reason"]).collect()
+    return schema.empty(table) if df is None else schema.conform(df, table)
 
 
 def _fsync(path: Path) -> None:
@@ -560,7 +571,7 @@ class Catalog:
     def publish(
         self,
         name: str,
-        tables: Mapping[str, pl.DataFrame],
+        tables: Mapping[str, pl.DataFrame | pl.LazyFrame],
         *,
         parents: Sequence[str] = (),
         run: Mapping[str, Any] | None = None,
@@ -574,6 +585,9 @@ class Catalog:
         key: str | None = None,
     ) -> VersionInfo:
         """Publish a new immutable version of `name`: files first, then one catalog transaction.
+
+        `tables` may be lazy scans (a run's Parquet artifacts): the rows are planned from the
+        columns they need and written a batch at a time, the other tables copied as they stream.
 
         `generated_by` names the policy that sampled the version's candidates ("model:<model_id>"
         for a model in this catalog, else its folder), so an on-policy round leads to its checkpoint.
@@ -593,14 +607,12 @@ class Catalog:
             raise CatalogError("publish: a `pairs` table is required")
         parent_refs = [self.resolve(p).ref for p in parents]
         try:
-            rows, counts = version_rows(tables, test_fraction=test_fraction, seed=seed)
+            plan = plan_version_rows(tables, test_fraction=test_fraction, seed=seed)
         except RowsError as exc:
             raise CatalogError(str(exc)) from exc
-        if formats:
-            for fmt in formats:
-                check_export(rows, fmt)
-        lineage_frames = {t: table_or_empty(tables, t) for t in LINEAGE_TABLES}
-        counts["quarantined"] = lineage_frames["quarantine"].height
+        counts = plan.counts
+        card_frames = {t: _card_frame(tables, t) for t in ("decisions", "quarantine")}
+        counts["quarantined"] = card_frames["quarantine"].height
         run = dict(run or {})
         run_id = str(run.get("run_id") or uuid.uuid4().hex[:16])
 
@@ -610,13 +622,17 @@ class Catalog:
         tmp.mkdir()
         try:
             writer = PairSplitsWriter(tmp)
-            writer.write(rows)
+            for batch in plan.batches():  # memory holds a batch of rows, not the version
+                for fmt in formats:  # a version the run cannot export is never published
+                    check_export(batch, fmt)
+                writer.write(batch)
             splits, fp = writer.close()
-            _write_file(table_or_empty(tables, "pairs"), tmp / "pool.parquet", "pairs")
-            for t, df in lineage_frames.items():
-                _write_file(df, tmp / f"{t}.parquet", t)
+            _write_file(tables["pairs"], tmp / "pool.parquet", "pairs")
+            for t in LINEAGE_TABLES:
+                _write_file(tables.get(t, schema.empty(t)), tmp / f"{t}.parquet", t)
+            stats = plan.stats_frame()  # every column the card and plots read, lengths in place of texts
             digests = {p.relative_to(tmp).as_posix(): file_digest(p) for p in sorted(tmp.rglob("*.parquet"))}
-            plots = draw_plots(rows, lineage_frames, selection, tmp)  # before the lock: it takes a moment
+            plots = draw_plots(stats, card_frames, selection, tmp)  # before the lock: it takes a moment
             digests.update({p: file_digest(tmp / p) for p in plots})
             with self._write() as con:
                 version = self._next_version(con, name, ds_dir)
@@ -627,7 +643,7 @@ class Catalog:
                     "version": version,
                     "ref": ref,
                     "created_at": created.isoformat() + "Z",
-                    "rows": rows.height,
+                    "rows": plan.height,
                     "fingerprint": fp,
                     "splits": splits,
                     "counts": counts,
@@ -643,7 +659,7 @@ class Catalog:
                     "selection": selection,
                     "committed": False,  # until the catalog transaction is done: see mark_committed
                 }
-                _write_text(tmp / "README.md", version_card(rows, lineage_frames, manifest, plots, body=card))
+                _write_text(tmp / "README.md", version_card(stats, card_frames, manifest, plots, body=card))
                 digests["README.md"] = file_digest(tmp / "README.md")  # the card is published content too
                 _write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, default=str))
                 fsync_dir(tmp)
@@ -664,11 +680,11 @@ class Catalog:
             raise
         log.info(
             "published %s: %d pairs (train %d, test %d) from %d, dropped %d, flipped %d, ties %d, quarantined %d in %.1fs",
-            ref, rows.height, counts["train"], counts["test"], counts["pairs_in"], counts["dropped"], counts["flipped"],
+            ref, plan.height, counts["train"], counts["test"], counts["pairs_in"], counts["dropped"], counts["flipped"],
             counts["ties"], counts["quarantined"], time.perf_counter() - started,
         )
         return VersionInfo(
-            name=name, version=version, ref=ref, path=final, rows=rows.height, created_at=created,
+            name=name, version=version, ref=ref, path=final, rows=plan.height, created_at=created,
             parents=tuple(parent_refs), fingerprint=fp, run_id=run_id, counts=counts,
         )
 

@@ -41,6 +41,7 @@ def _counts(s: pl.Series) -> dict[str, int]:
 def version_stats(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame] | None = None) -> dict[str, Any]:
     """Numbers of a version's rows (VERSION_ROWS) and, when given, its decisions and quarantine."""
     tables = tables or {}
+    chars = {side: _chars(rows, side) for side in ("chosen", "rejected")}
     stats: dict[str, Any] = {
         "rows": rows.height,
         "splits": _counts(rows["split"]),
@@ -49,9 +50,9 @@ def version_stats(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame] | None 
         "sources": _counts(rows["source"]),
         "ties": int(tie_mask(rows).sum()) if rows.height else 0,
         "margin": _describe(rows["margin"]),
-        "chosen_chars": _describe(rows["chosen"].str.len_chars()),
-        "rejected_chars": _describe(rows["rejected"].str.len_chars()),
-        "chosen_longer": float((rows["chosen"].str.len_chars() > rows["rejected"].str.len_chars()).mean())
+        "chosen_chars": _describe(chars["chosen"]),
+        "rejected_chars": _describe(chars["rejected"]),
+        "chosen_longer": float((chars["chosen"] > chars["rejected"]).mean())
         if rows.height
         else None,
         "weighted": int((rows["weight"].fill_null(1.0) != 1.0).sum()),

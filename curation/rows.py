@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -113,8 +114,10 @@ def combine_decisions(pairs: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFr
         )
         .rename({"target_id": "pair_id"})
     )
-    return pairs.join(dec, on="pair_id", how="left", maintain_order="left").with_columns(
-        pl.col("_kept").fill_null(True), pl.col("_flip").fill_null(False), pl.col("_weight").fill_null(1.0)
+    looked_up = pairs.select("pair_id").join(dec, on="pair_id", how="left", maintain_order="left")  # ids only: a
+    return pairs.with_columns(  # join of every column would copy them all
+        looked_up["_kept"].fill_null(True), looked_up["_flip"].fill_null(False), looked_up["_weight"].fill_null(1.0),
+        looked_up["_epsilon"],
     )
 
 
@@ -133,21 +136,6 @@ def _encode_scores(long: pl.DataFrame) -> pl.DataFrame:
         .agg(entry.alias("e"))
         .select("pair_id", pl.concat_str([pl.lit("{"), pl.col("e").list.join(","), pl.lit("}")]).alias("scores"))
     )
-
-
-def scores_json(rows: pl.DataFrame, scores: pl.DataFrame) -> pl.DataFrame:
-    """Per pair: {scorer: {"chosen": v, "rejected": v, "pair": v}} from pointwise and pairwise scores."""
-    sc = scores.select("target_id", "scorer", "value")
-    parts = []
-    for side, key in (("chosen", "chosen_id"), ("rejected", "rejected_id"), ("pair", "pair_id")):
-        parts.append(
-            rows.select("pair_id", pl.col(key).alias("target_id"))
-            .join(sc, on="target_id", how="inner")
-            .select("pair_id", "scorer", pl.col("value").alias(side))
-        )
-    long = parts[0].join(parts[1], on=["pair_id", "scorer"], how="full", coalesce=True)
-    long = long.join(parts[2], on=["pair_id", "scorer"], how="full", coalesce=True)
-    return _encode_scores(long.select("pair_id", "scorer", *SCORE_SIDES))
 
 
 def _flip_scores_json(rows: pl.DataFrame) -> pl.DataFrame:
@@ -172,75 +160,212 @@ def _flip_scores_json(rows: pl.DataFrame) -> pl.DataFrame:
 # ---------------------------------------------------------------- the denormalised row
 
 
-def split_of(prompt_ids: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Deterministic prompt-level split: a prompt and all its pairs land on one side."""
-    cut = int(test_fraction * 2**32)
-    out = {}
-    for pid in prompt_ids:
-        h = int.from_bytes(hashlib.sha256(f"{seed}:{pid}".encode()).digest()[:4], "big")
-        out[pid] = "test" if h < cut else "train"
-    return out
+def held_out_prompts(prompt_ids: pl.Series, test_fraction: float, seed: int) -> pl.Series:
+    """Deterministic prompt-level split: a prompt and all its pairs land on one side (True: test).
+
+    A prompt is a test prompt when the first 4 bytes of sha256("<seed>:<prompt_id>") fall under
+    test_fraction * 2**32; DuckDB hashes the column (a Python loop took 0.6 s per 500k prompts).
+    """
+    import duckdb
+
+    keys = prompt_ids.rename("k").to_frame().select(pl.concat_str(pl.lit(f"{seed}:"), "k").alias("k"))  # noqa: F841 - DuckDB reads it
+    digest = duckdb.sql("SELECT sha256(k) AS h FROM keys").pl()["h"]
+    return (digest.str.slice(0, 8).str.to_integer(base=16) < int(test_fraction * 2**32)).alias("test")
 
 
-def version_rows(
-    tables: Mapping[str, pl.DataFrame], *, test_fraction: float = 0.0, seed: int = 0
-) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Denormalise pairs + prompts + candidates + scores + decisions into VERSION_ROWS.
+VERSION_BATCH_ROWS = 250_000  # rows per batch (~130 MB of texts): bounds publish memory, not the data
+
+
+@dataclass
+class VersionRows:
+    """A version's rows, planned once and produced in batches.
+
+    `keys` holds every published column but the heavy ones (prompt, chosen, rejected), which
+    batches gather by row index from `messages` and `texts`; a batch costs its own rows, so
+    writing 1M pairs never holds them all. `counts` is known before the first batch.
+    """
+
+    keys: pl.DataFrame
+    messages: pl.Series
+    texts: pl.Series
+    counts: dict[str, int]
+    scores_json: pl.Expr  # the `scores` column, made per batch from the keys' per-scorer values
+
+    @property
+    def height(self) -> int:
+        return self.keys.height
+
+    def batch(self, start: int, length: int) -> pl.DataFrame:
+        """Rows [start, start + length) as VERSION_ROWS."""
+        part = self.keys.slice(start, length)
+        return schema.conform(
+            part.with_columns(
+                self.scores_json.alias("scores"),
+                self.messages.gather(part["__p"]).alias("prompt"),
+                self.texts.gather(part["__c"]).alias("chosen"),
+                self.texts.gather(part["__r"]).alias("rejected"),
+            ).select(schema.VERSION_ROWS.names),
+            "version_rows",
+        )
+
+    def batches(self, rows: int | None = None) -> Iterator[pl.DataFrame]:
+        rows = rows or VERSION_BATCH_ROWS
+        for start in range(0, self.height, rows):
+            yield self.batch(start, rows)
+
+    def collect(self) -> pl.DataFrame:
+        return self.batch(0, self.height) if self.height else schema.empty("version_rows")
+
+    def stats_frame(self) -> pl.DataFrame:
+        """Every column the card reads, with text lengths in place of the texts."""
+        return self.keys.select(
+            pl.exclude("^__.*$"),
+            self.texts.str.len_chars().gather(self.keys["__c"]).alias("chosen_chars"),
+            self.texts.str.len_chars().gather(self.keys["__r"]).alias("rejected_chars"),
+        )
+
+
+def _frame(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns: Sequence[str | pl.Expr] | None = None) -> pl.DataFrame:
+    """`tables[name]` (a frame or a lazy scan) conformed to its schema, only `columns` read."""
+    df = tables.get(name)
+    if df is None:
+        df = schema.empty(name)
+    if isinstance(df, pl.LazyFrame):  # streamed: only the selected columns are ever held
+        df = schema.conform_lazy(df, name)
+        return (df if columns is None else df.select(columns)).collect(engine="streaming")
+    df = schema.conform(df, name)
+    return df if columns is None else df.select(columns)
+
+
+def _index(frame: pl.DataFrame, key: str, index: str) -> pl.DataFrame:
+    """key -> the row number of its first row."""
+    return frame.select(key).with_row_index(index).filter(pl.col(key).is_first_distinct())
+
+
+def _lookup(ids: pl.Series, index: pl.DataFrame) -> pl.Series:
+    """The row number (`_index`) of each id, null when absent; joins the ids alone, not their frame."""
+    key, col = index.columns[1], index.columns[0]
+    return ids.rename(key).to_frame().join(index, on=key, how="left", maintain_order="left")[col]
+
+
+def _dense(n: int, index: pl.Series, values: pl.Series) -> pl.Series:
+    """A length-n Float64 column: `values` at `index`, null elsewhere."""
+    return pl.repeat(None, n, dtype=pl.Float64, eager=True).scatter(index, values)
+
+
+def _score_columns(rows: pl.DataFrame, point: pl.DataFrame, cand: pl.DataFrame, n_cand: int) -> tuple[pl.DataFrame, list[pl.Expr]]:
+    """`rows` (with `__c`, `__r`, `__i`) plus, per scorer, its chosen, rejected and pair values
+    (`__s<k>c/r/p`), the `chosen_score` and `rejected_score` of the row's own scorer, and the
+    expressions of each scorer's entry in the `scores` JSON (scorers sorted).
+
+    `point`: non-null scores in table order; a target scored twice by one scorer counts its last
+    value. Values are gathered by row index: one join for the candidates' scores, one for the
+    pairs' (pairwise scorers), and repeats are found on integer indexes, not on id strings.
+    """
+    on_cand = point.join(cand, left_on="target_id", right_on="candidate_id", how="inner", maintain_order="left")
+    on_pair = (point.join(rows.select("pair_id", "__i"), left_on="target_id", right_on="pair_id", how="inner",
+                          maintain_order="left") if on_cand.height < point.height else point.clear().with_columns(__i=pl.lit(0, pl.UInt32)))
+    cols: dict[str, pl.Series] = {}
+    entries: list[pl.Expr] = []
+    own: dict[str, list[pl.Expr]] = {"chosen": [], "rejected": []}
+    for k, scorer in enumerate(sorted(set(on_cand["scorer"].unique()) | set(on_pair["scorer"].unique()))):
+        c = on_cand.filter(pl.col("scorer") == scorer).unique("__c", keep="last", maintain_order=True)
+        p = on_pair.filter(pl.col("scorer") == scorer).unique("__i", keep="last", maintain_order=True)
+        by_cand = _dense(n_cand, c["__c"], c["value"])
+        for side, index in (("chosen", "__c"), ("rejected", "__r")):
+            col = f"__s{k}{side[0]}"
+            cols[col] = by_cand.gather(rows[index])
+            own[side].append(pl.when(pl.col("score") == scorer).then(pl.col(col)))
+        cols[f"__s{k}p"] = _dense(rows.height, p["__i"], p["value"])
+        sides = [pl.col(f"__s{k}{s[0]}").alias(s) for s in SCORE_SIDES]
+        name = scorer.replace("\\", "\\\\").replace('"', '\\"')
+        entries.append(pl.when(pl.any_horizontal(e.is_not_null() for e in sides))
+                       .then(pl.concat_str([pl.lit(f'"{name}":'), pl.struct(*sides).struct.json_encode()])))
+    rows = rows.with_columns(**cols)
+    return rows.with_columns(
+        (pl.coalesce(own[side]) if own[side] else pl.lit(None, dtype=pl.Float64)).alias(f"{side}_score") for side in own
+    ), entries
+
+
+def plan_version_rows(
+    tables: Mapping[str, pl.DataFrame | pl.LazyFrame], *, test_fraction: float = 0.0, seed: int = 0
+) -> VersionRows:
+    """Denormalise pairs + prompts + candidates + scores + decisions into VERSION_ROWS, batch-wise.
 
     An item is kept iff all its decisions keep it; flips are applied (xor) by `flip`; weight is
-    the product of the decisions' weights; epsilon is the last non-null one.
+    the product of the decisions' weights; epsilon is the last non-null one. Tables may be lazy
+    scans: only the columns the rows need are read.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise RowsError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    pairs = table_or_empty(tables, "pairs")
-    prompts = table_or_empty(tables, "prompts")
-    candidates = table_or_empty(tables, "candidates")
-    scores = table_or_empty(tables, "scores")
-    dup = pairs.filter(pl.col("pair_id").is_duplicated())
-    if dup.height:
+    pairs = _frame(tables, "pairs")
+    if pairs["pair_id"].n_unique() < pairs.height:
+        dup = pairs.filter(pl.col("pair_id").is_duplicated())
         raise RowsError(f"pairs: {dup.height} rows repeat a pair_id (e.g. {dup['pair_id'][0]}); deduplicate first")
-
-    rows = combine_decisions(pairs, table_or_empty(tables, "decisions"))
+    rows = combine_decisions(pairs, _frame(tables, "decisions"))
     counts = {"pairs_in": pairs.height, "dropped": int((~rows["_kept"]).sum())}
-    rows = rows.filter(pl.col("_kept"))
+    del pairs
+    rows = rows.filter(pl.col("_kept")).with_row_index("__i")
     counts["flipped"] = int(rows["_flip"].sum())
 
-    prompt_cols = prompts.unique("prompt_id", keep="first").select("prompt_id", pl.col("messages").alias("prompt"), "source")
-    rows = with_texts(rows.join(prompt_cols, on="prompt_id", how="left", maintain_order="left"), candidates)
-    for col, what in (("prompt", "prompt_id"), ("chosen", "chosen_id"), ("rejected", "rejected_id")):
-        missing = rows.filter(pl.col(col).is_null())
+    prompts = _frame(tables, "prompts", ["prompt_id", "messages", "source"])
+    # the texts are read last (see below): until then a candidate is its id and whether it has a text
+    candidates = _frame(tables, "candidates", ["candidate_id", pl.col("text").is_null().alias("no_text")])
+    cand = _index(candidates, "candidate_id", "__c")
+    rows = rows.with_columns(_lookup(rows["prompt_id"], _index(prompts, "prompt_id", "__p")).alias("__p"),
+                             _lookup(rows["chosen_id"], cand).alias("__c"), _lookup(rows["rejected_id"], cand).alias("__r"))
+    messages, no_text = prompts["messages"], candidates["no_text"]
+    for index, absent, what, name in (("__p", messages.is_null(), "prompt_id", "prompts"), ("__c", no_text, "chosen_id", "candidates"),
+                                      ("__r", no_text, "rejected_id", "candidates")):
+        missing = rows.filter(absent.gather(rows[index]).fill_null(True))
         if missing.height:
-            name = "prompts" if col == "prompt" else "candidates"
             raise RowsError(
                 f"{missing.height} kept pairs have a {what} with no row (or no text) in `{name}` "
                 f"(e.g. pair {missing['pair_id'][0]}, {what} {missing[what][0]}); pass the {name} table"
             )
+    rows = rows.with_columns(prompts["source"].gather(rows["__p"]).alias("source"))
 
-    point = scores.filter(pl.col("value").is_not_null()).unique(["target_id", "scorer"], keep="last")
-    for side in ("chosen", "rejected"):
-        rows = rows.join(
-            point.select(
-                pl.col("target_id").alias(f"{side}_id"), pl.col("scorer").alias("score"), pl.col("value").alias(f"{side}_score")
-            ),
-            on=[f"{side}_id", "score"],
-            how="left",
-            maintain_order="left",
-        )
+    point = _frame(tables, "scores", ["target_id", "scorer", "value"]).filter(pl.col("value").is_not_null())
+    rows, entries = _score_columns(rows, point, cand, candidates.height)
+    del point, cand, candidates
     rows = rows.with_columns(
         pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
     )
-    rows = rows.join(scores_json(rows, point), on="pair_id", how="left", maintain_order="left")
+    # a flip swaps every side: the text indexes and each scorer's values (its pair value p -> 1 - p)
+    f = pl.col("_flip")
+    swap = [("__c", "__r")] + [(c, c[:-1] + "r") for c in rows.columns if c.startswith("__s") and c.endswith("c")]
+    rows = rows.with_columns(
+        *[e for a, b in swap for e in (pl.when(f).then(pl.col(b)).otherwise(pl.col(a)).alias(a),
+                                       pl.when(f).then(pl.col(a)).otherwise(pl.col(b)).alias(b))],
+        *[pl.when(f).then(1.0 - pl.col(c)).otherwise(pl.col(c)).alias(c) for c in rows.columns if c.startswith("__s") and c.endswith("p")],
+    )
     rows = flip(rows, "_flip")
+    scores_json = (pl.when(pl.any_horizontal(e.is_not_null() for e in entries))
+                   .then(pl.concat_str([pl.lit("{"), pl.concat_str(entries, separator=",", ignore_nulls=True), pl.lit("}")]))
+                   if entries else pl.lit(None, dtype=pl.String))
 
     if test_fraction > 0:
-        split_map = split_of(rows["prompt_id"].unique().to_list(), test_fraction, seed)
-        rows = rows.with_columns(pl.col("prompt_id").replace_strict(split_map, return_dtype=pl.String).alias("split"))
+        used = rows["__p"].unique()
+        test = pl.repeat(False, messages.len(), dtype=pl.Boolean, eager=True).scatter(
+            used, held_out_prompts(prompts["prompt_id"].gather(used), test_fraction, seed))
+        split = pl.when(test.gather(rows["__p"])).then(pl.lit("test")).otherwise(pl.lit("train"))
     else:
-        rows = rows.with_columns(pl.lit("train").alias("split"))
-    rows = rows.with_columns(pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
-    out = schema.conform(rows.select(schema.VERSION_ROWS.names), "version_rows")
-    counts["rows"] = out.height
-    counts["train"] = int((out["split"] == "train").sum())
-    counts["test"] = out.height - counts["train"]
-    counts["ties"] = int(tie_mask(out).sum())
-    return out, counts
+        split = pl.lit("train")
+    rows = rows.with_columns(split.alias("split"), pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
+    made = ("prompt", "chosen", "rejected", "scores")  # per batch
+    keys = rows.select([c for c in schema.VERSION_ROWS.names if c not in made] + ["__p", "__c", "__r"]
+                       + [c for c in rows.columns if c.startswith("__s")])
+    counts["rows"] = keys.height
+    counts["train"] = int((keys["split"] == "train").sum())
+    counts["test"] = keys.height - counts["train"]
+    counts["ties"] = int(tie_mask(keys).sum())
+    del rows
+    return VersionRows(keys, messages, _frame(tables, "candidates", ["text"])["text"], counts, scores_json)
+
+
+def version_rows(
+    tables: Mapping[str, pl.DataFrame | pl.LazyFrame], *, test_fraction: float = 0.0, seed: int = 0
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """All of a version's rows in one frame (see `plan_version_rows`), and its counts."""
+    plan = plan_version_rows(tables, test_fraction=test_fraction, seed=seed)
+    return plan.collect(), plan.counts

@@ -307,8 +307,18 @@ def conform(df: pl.DataFrame, table: str) -> pl.DataFrame:
             except Exception as exc:  # polars raises several types here
                 raise SchemaError(f"{table}.{name}: cannot be read as {dtype}: {exc}") from exc
         else:
-            cols.append(pl.Series(name, [None] * df.height, dtype=dtype))
+            cols.append(pl.repeat(None, df.height, dtype=dtype, eager=True).alias(name))
     return pl.DataFrame(cols)
+
+
+def conform_lazy(lf: pl.LazyFrame, table: str) -> pl.LazyFrame:
+    """`conform` for a lazy scan (a big table read as it streams): the same columns, order and types."""
+    have = lf.collect_schema().names()
+    extra = [c for c in have if c not in TABLES[table].names]
+    if extra:
+        raise SchemaError(f"{table}: unexpected columns {extra}; expected {TABLES[table].names}")
+    target = pl.from_arrow(TABLES[table].empty_table()).schema
+    return lf.select(pl.col(n).cast(t, strict=True) if n in have else pl.lit(None, dtype=t).alias(n) for n, t in target.items())
 
 
 def to_arrow(df: pl.DataFrame, table: str) -> pa.Table:

@@ -161,6 +161,20 @@ class ArtifactStore:
         rows = write_parquet_atomic(frame, path, table=table)
         return ArtifactRef(stage, fp, str(path), rows)
 
+    def scan(self, ref: ArtifactRef | Mapping[str, Any]) -> pl.LazyFrame:
+        """An artifact as a lazy scan, for a reader that streams it; its footer is checked first
+        (a damaged file is set aside, as by `read`)."""
+        if not isinstance(ref, ArtifactRef):
+            ref = ArtifactRef.from_dict(ref)
+        path = Path(ref.path)
+        if not path.is_file():
+            raise StoreError(f"artifact {ref.stage}/{ref.fingerprint} is missing: {path} does not exist")
+        why = artifact_problem(path)
+        if why is not None:
+            self._set_aside(path, why)
+            raise StoreError(f"artifact {ref.stage}/{ref.fingerprint}: {why}; it was set aside: run again to recompute it")
+        return pl.scan_parquet(path)
+
     def read(self, ref: ArtifactRef | Mapping[str, Any]) -> pl.DataFrame:
         if not isinstance(ref, ArtifactRef):
             ref = ArtifactRef.from_dict(ref)

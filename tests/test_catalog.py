@@ -319,3 +319,27 @@ def test_leftovers_of_dead_publishers_are_cleared(tmp_path: Path) -> None:
     info = cat.publish("left", make_tables(3))
     assert info.version == 2 and cat.load(info.ref).height == 3
     assert not dead.exists() and live.exists()
+
+
+def test_a_streamed_publish_writes_the_bytes_of_one_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames or lazy scans, one batch or a batch per row: the same pairs.parquet, so the same fingerprint."""
+    import curation.rows
+
+    tables = make_tables(6, tie_every=3)
+    tables["decisions"] = schema.frame([{"target_id": p, "stage": "s", "kept": i != 2, "flip": i % 2 == 0, "reason": "r"}
+                                        for i, p in enumerate(tables["pairs"]["pair_id"])], "decisions")
+    scans = {}
+    for name, frame in tables.items():
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        scans[name] = pl.scan_parquet(tmp_path / f"{name}.parquet")
+    cat = open_catalog(tmp_path / "cat")
+    whole = cat.publish("a", tables, test_fraction=0.5, seed=3)
+    monkeypatch.setattr(curation.rows, "VERSION_BATCH_ROWS", 1)
+    streamed = cat.publish("b", scans, test_fraction=0.5, seed=3)
+    assert whole.rows == streamed.rows == 5 and whole.counts == streamed.counts
+    assert whole.fingerprint == streamed.fingerprint
+    assert cat.load("b").equals(cat.load("a"))
+    card = lambda info: [ln for ln in (info.path / "card.md").read_text().splitlines() if not ln.startswith(("#", "Published"))]  # noqa: E731
+    assert card(whole) == card(streamed)
+    for table in ("pool", "decisions", "scores"):
+        assert cat.load("b", table).equals(cat.load("a", table))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import polars as pl
 import pytest
 
 from curation import schema
-from curation.rows import RowsError, apply_flips, flip, tie_mask, version_rows, with_texts
+from curation.rows import RowsError, apply_flips, flip, plan_version_rows, held_out_prompts, tie_mask, version_rows, with_texts
 
 
 def _tables(n: int = 4) -> dict[str, pl.DataFrame]:
@@ -99,3 +100,44 @@ def test_missing_text_names_the_table_and_the_id():
     tables["candidates"] = tables["candidates"].head(3)
     with pytest.raises(RowsError, match="rejected_id .* no row .* `candidates`"):
         version_rows(tables)
+
+
+def test_batches_of_any_size_make_the_same_rows():
+    """The published rows are written a batch at a time: any cut gives the rows of one frame."""
+    tables = _tables(5)
+    pool, _ = version_rows(tables)
+    decided = _decisions(pool["pair_id"].to_list(), [True, False, True, False, False])
+    plan = plan_version_rows({**tables, "decisions": decided}, test_fraction=0.4, seed=2)
+    whole = plan.collect()
+    assert whole.height == 5 and whole["split"].n_unique() == 2
+    for size in (1, 2, 5, 7):
+        assert pl.concat(list(plan.batches(size))).equals(whole)
+    assert sum(json.loads(m or "{}").get("flipped", False) for m in whole["meta"]) == 2
+
+
+def test_a_target_scored_twice_counts_its_last_value():
+    tables = _tables(2)
+    chosen = version_rows(tables)[0]["chosen_id"][0]
+    again = schema.frame([{"target_id": chosen, "scorer": "rm", "value": 40.0},
+                          {"target_id": chosen, "scorer": "rm", "value": None}], "scores")  # a failed re-score
+    rows, _ = version_rows({**tables, "scores": pl.concat([tables["scores"], again])})
+    assert rows["chosen_score"][0] == 40.0 and json.loads(rows["scores"][0])["rm"]["chosen"] == 40.0
+    assert rows["margin"][0] == 40.0 - 0.5
+
+
+def test_lazy_scans_give_the_rows_of_frames(tmp_path):
+    tables = _tables(4)
+    tables["decisions"] = _decisions(version_rows(tables)[0]["pair_id"].to_list(), [False, True, False, True])
+    scans = {}
+    for name, frame in tables.items():
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+        scans[name] = pl.scan_parquet(tmp_path / f"{name}.parquet")
+    assert version_rows(scans, test_fraction=0.5, seed=1)[0].equals(version_rows(tables, test_fraction=0.5, seed=1)[0])
+
+
+def test_the_split_is_the_sha256_rule():
+    """A prompt is a test prompt when sha256("<seed>:<prompt_id>")'s first 4 bytes fall under the cut."""
+    ids = pl.Series(["p1", "p2", "é✓", ""] + [f"q{i}" for i in range(200)])
+    cut = int(0.3 * 2**32)
+    expected = [int.from_bytes(hashlib.sha256(f"7:{p}".encode()).digest()[:4], "big") < cut for p in ids]
+    assert held_out_prompts(ids, 0.3, 7).to_list() == expected and 30 < sum(expected) < 90

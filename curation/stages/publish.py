@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 import polars as pl
 
+from curation import schema
 from curation.export import REPORT_FILE, check_out_folder
 from curation.recipe import Recipe
 from curation.stages.rounds import ROUND, generator
@@ -18,7 +19,6 @@ from curation.stages.stage import (
     fingerprint,
     fingerprints,
     read_record,
-    read_table,
     record_frame,
 )
 from curation.stats import Stats
@@ -56,7 +56,8 @@ class Publish(Stage):
                 check_out_folder(Path(recipe.publish.out) / fmt)
         info = catalog.published(recipe.dataset_name, report.fingerprint)  # an earlier try whose export failed
         if info is None:
-            frames = {n: read_table(ctx.store, tables, n) for n in self.inputs}
+            # lazy scans: the catalog reads the columns it needs and streams the rest into the version
+            frames = {n: ctx.store.scan(tables[n]) if n in tables else schema.empty(n) for n in self.inputs}
             report_ref = tables.get("select_report")  # each selection step beside its random control, for the card
             selection = json.loads(pl.read_parquet(report_ref.path)["report"][0]) if report_ref else None
             info = catalog.publish(
