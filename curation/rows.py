@@ -8,7 +8,6 @@ frames in, frames out.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence

@@ -9,7 +9,16 @@ import polars as pl
 import pytest
 
 from curation import schema
-from curation.rows import RowsError, apply_flips, flip, plan_version_rows, held_out_prompts, tie_mask, version_rows, with_texts
+from curation.rows import (
+    RowsError,
+    apply_flips,
+    flip,
+    held_out_prompts,
+    plan_version_rows,
+    tie_mask,
+    version_rows,
+    with_texts,
+)
 
 
 def _tables(n: int = 4) -> dict[str, pl.DataFrame]:
