@@ -227,9 +227,12 @@ class RowsHasher:
         self._put(key + "#valid", arr.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
         kind = arr.type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
-            arr = (arr.fill_null("") if arr.null_count else arr).cast(pa.large_string())
-            offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + len(arr) + 1]
-            self._put(key + "#len", np.diff(offsets).tobytes())
+            if pa.types.is_string_view(kind):
+                arr = arr.cast(pa.large_string())
+            arr = arr.fill_null("") if arr.null_count else arr  # a null's slot may hold bytes
+            width = np.int64 if pa.types.is_large_string(arr.type) else np.int32  # read in place: texts are big
+            offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+            self._put(key + "#len", np.diff(offsets).astype(np.int64).tobytes())
             if len(arr) and offsets[-1] > offsets[0]:
                 self._put(key, memoryview(arr.buffers()[2])[offsets[0] : offsets[-1]])
         elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
@@ -250,6 +253,9 @@ def rows_fingerprint(splits: Mapping[str, str]) -> str:
     return schema.content_hash("version_rows", dict(sorted(splits.items())))[: schema.ID_HEX_CHARS]
 
 
+_ARROW_ROWS = schema.empty("version_rows").to_arrow().schema  # VERSION_ROWS as polars hands it to Arrow
+
+
 class PairSplitsWriter:
     """Writes VERSION_ROWS frames, batch by batch, into one Parquet file per split and hashes their
     content as it goes: `close` returns each split's file and rows, and the version's fingerprint."""
@@ -266,8 +272,10 @@ class PairSplitsWriter:
         if split not in self._writers:
             # content-defined chunking: pages cut by content, so a new version that shares rows with an
             # older one uploads only what changed to Hub storage that deduplicates chunks (Xet)
-            self._writers[split] = pq.ParquetWriter(self.folder / split_path(split), schema.VERSION_ROWS,
-                                                    compression="zstd", use_content_defined_chunking=True)
+            # polars' Arrow types as they come (large strings: no copy of the texts); without the Arrow
+            # schema in the file, readers see plain Parquet strings and lists, as the card's features say
+            self._writers[split] = pq.ParquetWriter(self.folder / split_path(split), _ARROW_ROWS, compression="zstd",
+                                                    use_content_defined_chunking=True, store_schema=False)
         return self._writers[split]
 
     def write(self, rows: pl.DataFrame) -> None:
@@ -277,7 +285,7 @@ class PairSplitsWriter:
         for split in PAIR_SPLITS:
             part = rows.filter(pl.col("split") == split)
             if part.height:
-                table = schema.to_arrow(part, "version_rows")
+                table = schema.conform(part, "version_rows").to_arrow()
                 self._writer(split).write_table(table)
                 self._hashers[split].update(table)
                 self._rows[split] += part.height
