@@ -5,9 +5,10 @@
 Runs the recipe in-process (the same stages as `curate run`, without Prefect) once per training
 seed, into one catalog, so what does not depend on the seed (round 1's generation, scores, pairs,
 selection and version) is computed once. Every round evaluates the base policy, the policy trained
-on the selection and the random-pairs control on the same 500 held-out problems; this script pools
-the per-problem outcomes over seeds and reports, per round, each model's accuracy and the paired
-bootstrap interval (over seeds and problems) of curated - base and curated - control.
+on the selection and the random-pairs control on the same 500 held-out problems (greedy decoding);
+this script pools the per-problem outcomes over seeds and reports, per round, each model's accuracy
+and the paired bootstrap interval (over seeds and problems) of curated - base, curated - control
+and curated - the previous round's curated policy.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ def main() -> None:
         if "control" in mats:
             entry["curated_minus_control"] = bootstrap_interval(mats["after"], mats["control"])
             entry["control_minus_base"] = bootstrap_interval(mats["control"], base)
+        if rnd - 1 in outcomes:  # what the on-policy round added to the previous round's curated policy
+            entry["curated_minus_previous_round"] = bootstrap_interval(mats["after"], np.asarray(outcomes[rnd - 1]["after"]))
         rounds[rnd] = entry
     result = {
         "benchmark": "closed_loop",
