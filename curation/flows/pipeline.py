@@ -148,8 +148,8 @@ class PrefectExecutor:
                  shard_cores: int | None) -> None:
         self.recipe, self.dataset, self.ctx, self.shard_size = recipe, dataset, ctx, shard_size
         cpus = sorted(os.sched_getaffinity(0))  # shard i runs on slice i mod n: shards that run together never share
-        self.slices = [tuple(cpus[i:i + shard_cores]) for i in range(0, len(cpus) - shard_cores + 1, shard_cores)] \
-            if shard_cores else [()]
+        self.slices = ([tuple(cpus[i:i + shard_cores]) for i in range(0, len(cpus), shard_cores)
+                        if len(cpus) - i >= shard_cores] or [tuple(cpus)]) if shard_cores else [()]
         self.logger = get_run_logger()
 
     def stage(self, stage: stages.Stage, tables: stages.Tables, run: dict[str, Any]):
