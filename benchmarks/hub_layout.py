@@ -5,6 +5,7 @@ version folder is a Hub-style dataset, `datasets.load_dataset(version_dir)` with
 Each source is published `--repeats` times; the median and the spread are reported.
 
     python -m benchmarks.hub_layout [--repeats 3] [--label after]
+    python -m benchmarks.hub_layout --synthetic 200000 --label after   # benchmarks.catalog's pairs: time, peak RSS
 
 Results: benchmarks/results/hub_layout.json (one entry per --label).
 """
@@ -29,7 +30,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--label", default="after")
     ap.add_argument("--test-fraction", type=float, default=0.1)
+    ap.add_argument("--synthetic", type=int, default=0, help="publish this many synthetic pairs instead")
     args = ap.parse_args()
+    if args.synthetic:
+        return synthetic(args)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     from curation.catalog import Catalog
@@ -72,6 +76,39 @@ def main() -> None:
             print(name, json.dumps(entry, default=str))
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results[args.label] = out
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def synthetic(args: argparse.Namespace) -> None:
+    """Publish, load and fully verify benchmarks.catalog's synthetic pairs; peak RSS of this process."""
+    import resource
+
+    from benchmarks.catalog import synthetic_tables
+    from curation.catalog import Catalog
+
+    tables = synthetic_tables(args.synthetic)
+    with tempfile.TemporaryDirectory() as tmp:
+        cat = Catalog(Path(tmp) / "cat")
+        cat.publish("warm", synthetic_tables(100))  # imports and first plots out of the timing
+        times, first_rss = [], None
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            info = cat.publish("big", tables, test_fraction=args.test_fraction)
+            times.append(time.perf_counter() - t0)
+            first_rss = first_rss or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        cat.load(info.ref)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cat.verify_version(info.ref)
+        verify_s = time.perf_counter() - t0
+    entry = {"pairs": args.synthetic, "publish_s": {"median": statistics.median(times), "min": min(times), "max": max(times)},
+             "load_s": load_s, "verify_s": verify_s, "peak_rss_mb_first_publish": first_rss,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # allocators keep freed memory
+             "loadavg": os.getloadavg()}
+    print(json.dumps(entry))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[f"{args.label}-synthetic"] = entry
     RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 

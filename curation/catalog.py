@@ -254,6 +254,7 @@ def rows_fingerprint(splits: Mapping[str, str]) -> str:
 
 
 _ARROW_ROWS = schema.empty("version_rows").to_arrow().schema  # VERSION_ROWS as polars hands it to Arrow
+WRITE_BATCH_ROWS = 65_536  # rows per write (and per Parquet row group at most)
 
 
 class PairSplitsWriter:
@@ -282,14 +283,16 @@ class PairSplitsWriter:
         unknown = set(rows["split"].unique().to_list()) - set(PAIR_SPLITS)
         if unknown:
             raise CatalogError(f"publish: rows with split {sorted(map(str, unknown))}; a split is train or test")
-        for split in PAIR_SPLITS:
-            part = rows.filter(pl.col("split") == split)
-            if part.height:
-                table = schema.conform(part, "version_rows").to_arrow()
-                self._writer(split).write_table(table)
-                self._hashers[split].update(table)
-                self._rows[split] += part.height
-                self._nbytes[split] += table.nbytes
+        for start in range(0, rows.height, WRITE_BATCH_ROWS):  # a split's copy is one batch's, not the version's
+            batch = rows.slice(start, WRITE_BATCH_ROWS)
+            for split in PAIR_SPLITS:
+                part = batch.filter(pl.col("split") == split)
+                if part.height:
+                    table = schema.conform(part, "version_rows").to_arrow()
+                    self._writer(split).write_table(table)
+                    self._hashers[split].update(table)
+                    self._rows[split] += part.height
+                    self._nbytes[split] += table.nbytes
 
     def close(self) -> tuple[dict[str, dict[str, Any]], str]:
         """Each split's {"path", "rows", "nbytes"} (an empty split is written too, so every version has
