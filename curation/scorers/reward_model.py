@@ -153,12 +153,13 @@ class RewardModel(Scorer):
         return self.frame(out)
 
     def limit(self, tok: Any, model: Any) -> int:
-        """The longest input in tokens: `max_length`, else the model's context."""
-        if self.config.max_length:
-            return self.config.max_length
+        """The longest input in tokens: the model's context, or `max_length` when shorter (an
+        encoder's 512 positions are below the 1,024 evaluation asks for; past them it fails)."""
         if self.config.backend == "vllm":
-            return int(model.llm_engine.model_config.max_model_len)
-        return getattr(model.config, "max_position_embeddings", None) or tok.model_max_length
+            context = int(model.llm_engine.model_config.max_model_len)
+        else:
+            context = min(n for n in (getattr(model.config, "max_position_embeddings", None), tok.model_max_length) if n)
+        return min(self.config.max_length, context) if self.config.max_length else context
 
     def classify(self, llm: Any, ids: list[list[int] | None]) -> list[float | None]:
         """Raw logits from vLLM's pooling runner, in chunks so that long inputs show progress."""

@@ -105,3 +105,19 @@ def test_vllm_pooling_runner_gives_the_transformers_scores(tiny_rm, hh_pairs):
     assert a[3] is None and b[3] is None
     assert [x for x in b if x is not None] == pytest.approx([x for x in a if x is not None], abs=1e-3)
     assert len({round(x, 4) for x in b if x is not None}) > 10
+
+
+def test_an_encoder_scores_inputs_longer_than_its_positions(tmp_path, hh_pairs):
+    """MiniLM has 512 positions; `curate eval` asks for 1,024 tokens: the context wins, cut on the left."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from curation.embed import default_model
+
+    folder = tmp_path / "minilm-rm"
+    AutoModelForSequenceClassification.from_pretrained(default_model(), num_labels=1).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(default_model()).save_pretrained(folder)
+    rows = candidate_rows(hh_pairs[:2])
+    long = rows.with_columns(text=rows.get_column("text") + " word" * 700)
+    out = rm(folder, max_length=1024).score(long)
+    assert out.get_column("error").is_null().all() and out.get_column("value").is_not_null().all()
+    assert {json.loads(d)["truncated_to"] for d in out.get_column("detail")} == {512}
