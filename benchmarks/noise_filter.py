@@ -39,18 +39,22 @@ DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "noise_filter.json"
 log = logging.getLogger("noise_filter")
 
+BEFORE = "stacked (before: no shared_responses; p <= 0.5)"
 METHODS = {
     "stacked (default)": {"method": "stacked"},
-    "stacked (before: no shared_responses; p <= 0.5)": {"method": "stacked", "signals": ["features", "words", "scores"], "max_good_loss": 1.0},
+    BEFORE: {"method": "stacked", "signals": ["features", "words", "scores"], "max_good_loss": 1.0},
     "stacked + embeddings": {"method": "stacked", "signals": ["features", "words", "embeddings", "scores"]},
     "bt_heads (former default)": {"method": "bt_heads"},
 }
 
 
 def auroc(score: np.ndarray, positives: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """P(a positive scores above a negative), ties 1/2 (Mann-Whitney on ranks: fast enough to bootstrap)."""
+    from scipy.stats import rankdata
 
-    return float(roc_auc_score(positives, score))
+    pos = positives.astype(bool)
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((rankdata(score)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def measure(mu: np.ndarray, p: np.ndarray, flagged: np.ndarray, flipped: np.ndarray, seed: int) -> dict:
@@ -71,7 +75,7 @@ def measure(mu: np.ndarray, p: np.ndarray, flagged: np.ndarray, flipped: np.ndar
 
 def bootstrap_ci(per_seed: list[tuple[np.ndarray, np.ndarray]], stat, reps: int = 1000, seed: int = 0) -> dict:
     """Mean over seeds of stat(score, flipped) and its 95% interval, resampling pairs (one resample for all seeds)."""
-    n = per_seed[0][0].size
+    n = per_seed[0][0].shape[0]
     rng = np.random.default_rng(seed)
     point = float(np.mean([stat(a, f) for a, f in per_seed]))
     draws = []
@@ -104,9 +108,15 @@ def intervals(kept: dict[str, list[dict]]) -> dict:
             continue
         out[name]["flip_recall"] = bootstrap_ci([(s["flagged"], s["flipped"]) for s in seeds], _recall)
         out[name]["good_lost"] = bootstrap_ci([(s["flagged"], s["flipped"]) for s in seeds], _lost)
-        paired = [(np.column_stack([-s["mu"], -b["mu"]]), s["flipped"]) for s, b in zip(seeds, base)]
-        out[name]["auroc_minus_length_only"] = bootstrap_ci(paired, lambda a, f: auroc(a[:, 0], f) - auroc(a[:, 1], f))
+        out[name]["auroc_minus_length_only"] = paired_auroc_difference(seeds, base)
+    if "stacked (default)" in kept and BEFORE in kept:
+        out["stacked (default)"]["auroc_minus_before"] = paired_auroc_difference(kept["stacked (default)"], kept[BEFORE])
     return out
+
+
+def paired_auroc_difference(ours: list[dict], theirs: list[dict]) -> dict:
+    paired = [(np.column_stack([-s["mu"], -b["mu"]]), s["flipped"]) for s, b in zip(ours, theirs)]
+    return bootstrap_ci(paired, lambda a, f: auroc(a[:, 0], f) - auroc(a[:, 1], f))
 
 
 def thresholds(p: np.ndarray, flipped: np.ndarray) -> dict:

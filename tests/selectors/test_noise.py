@@ -256,7 +256,7 @@ def test_stacked_ranks_injected_flips_on_real_pairs(shared_data):
     f = s["flagged"]
     assert f.any() and (p[f] <= 0.5).all() and p[f].max() <= p[~f].min()
     assert sel.report["expected_good_lost"] == pytest.approx(p[f].sum() / p.sum())
-    assert p[f].sum() / p.sum() <= 0.2
+    assert p[f].sum() / p.sum() <= sel.config.max_good_loss
     assert truth[f].mean() > 2 * truth.mean()  # the flagged set is rich in injected flips
 
 
@@ -268,7 +268,7 @@ def test_where_the_model_is_weak_the_threshold_flags_fewer_instead_of_losing_goo
     p, f = s["p"], s["flagged"]
     plain = p <= 0.5
     assert f.sum() < plain.sum() and (p[f] <= 0.5).all() and p[f].max() <= p[plain & ~f].min()
-    assert p[f].sum() / p.sum() <= 0.2 < p[plain].sum() / p.sum()
+    assert p[f].sum() / p.sum() <= sel.config.max_good_loss < p[plain].sum() / p.sum()
     assert sel.report["flagged_by_min_confidence"] == plain.sum()
     s_all, _ = strength({**CHEAP, "max_good_loss": 1.0}, pool)
     assert np.array_equal(s_all["flagged"], plain) and np.array_equal(s_all["p"], p)
