@@ -68,6 +68,9 @@ def test_cli_dry_run_prints_the_commit_and_offline_push_fails_clearly(published,
     assert dry.exit_code == 0, dry.output
     out = json.loads(dry.stdout)
     assert out["ref"] == "toy@v2" and out["tag"] == "v2" and "data/train.parquet" in out["add"] and out["delete"] == []
+    table = runner.invoke(app, ["push", "toy", "--repo", "org/toy", "--dry-run", "--catalog", str(cat.root)])
+    assert table.exit_code == 0, table.output
+    assert out["message"] in table.stdout and all(f"add    {name}" in table.stdout for name in out["add"])
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     real = runner.invoke(app, ["push", "toy@v1", "--repo", "org/toy", "--catalog", str(cat.root)])
     assert real.exit_code == 1 and "push to org/toy failed" in real.output

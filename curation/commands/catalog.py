@@ -125,7 +125,7 @@ def import_(
         print_json(result)
         return
     table = Table(title=f"imported {path} as {info.ref}", show_header=False)
-    for k in ("ref", "rows", "train", "test", "ties", "quarantined", "format", "detection"):
+    for k in ("ref", "path", "rows", "train", "test", "ties", "quarantined", "format", "detection"):
         table.add_row(k, _num(result[k]))
     console.print(table)
     if bad:

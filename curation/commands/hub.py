@@ -49,3 +49,9 @@ def push(
     verb = "would push" if dry_run else "pushed"
     console.print(f"{verb} {result['ref']} to {repo} as {where}: {len(result['add'])} files, "
                   f"{len(result['delete'])} stale files deleted" + (f"; {result['commit']}" if not dry_run else ""))
+    if dry_run:  # the commit itself: its message and every file it adds or deletes
+        console.print(f"message: {result['message']}")
+        for name in result["add"]:
+            console.print(f"  add    {name}")
+        for name in result["delete"]:
+            console.print(f"  delete {name}")

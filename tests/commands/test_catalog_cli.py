@@ -105,6 +105,9 @@ def test_import_fails_above_bad_fraction(tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["rows"] == 3 and result["quarantined"] == 2
+    out = curate("import", str(src), "--name", "small", "--max-bad-fraction", "0.5", "--catalog", str(root))
+    assert out.exit_code == 0, out.output
+    assert str(root / "datasets" / "small" / "v2") in out.stdout  # the table says where the version is
 
 
 def test_invalid_name_fails_before_reading(tmp_path: Path) -> None:
