@@ -259,7 +259,14 @@ def _card_body(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], manifest:
     out += ["" if licenses else "No source recorded.", "", "## Load", "", "```python", "import datasets", "",
             "splits = datasets.load_dataset(\"path/to/this/folder\")  # train and test",
             f"# once pushed (curate push {manifest.get('ref', 'NAME@vN')} --repo ORG/NAME):",
-            f"# datasets.load_dataset(\"ORG/NAME\", revision=\"v{manifest.get('version', 'N')}\")", "```", ""]
+            f"# datasets.load_dataset(\"ORG/NAME\", revision=\"v{manifest.get('version', 'N')}\")", "```", "",
+            "These are the canonical rows: `prompt` is a message list, `chosen` / `rejected` are strings, with every "
+            "provenance column. They are not trainer input (TRL's DPOTrainer cannot tokenise a message-list prompt with "
+            "string answers). To train, export a trainer's view, checked row by row, with bad rows quarantined:", "",
+            f"    curate export {manifest.get('ref', 'NAME@vN')} --format trl_dpo --out DIR   "
+            "# or trl_dpo_text, trl_reward, trl_kto, openrlhf", "",
+            f"or train on it directly (`curate train {manifest.get('ref', 'NAME@vN')} --method dpo --model MODEL --out RUN` "
+            "reads the same view).", ""]
     return "\n".join(out) + "\n"
 
 
