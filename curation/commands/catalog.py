@@ -335,8 +335,13 @@ def export(
     if report.note:
         err_console.print(report.note)
     if report.skipped:
-        err_console.print("skipped rows (quarantine.jsonl lists each with its reason) carry no usable preference for "
-                          "this format; --on-invalid fail stops at the first invalid one instead.")
+        listed = "quarantine.jsonl lists each skipped pair with its reason" if "quarantine.jsonl" in report.files else "export.json counts them"
+        completions = sorted({"duplicate_completion", "contradictory_label"} & set(report.skipped))
+        if completions:  # KTO rows are completions: these are counted in export.json, not pairs in quarantine.jsonl
+            listed += (f"; {' and '.join(completions)} count KTO completions (an answer repeated for a prompt kept once, "
+                       "one labelled both desirable and undesirable dropped), in export.json only")
+        err_console.print(f"skipped rows carry no usable preference for this format ({listed}); "
+                          "--on-invalid fail stops at the first invalid one instead.")
 
 
 @app.command("doctor")

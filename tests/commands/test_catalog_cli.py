@@ -134,3 +134,20 @@ def test_console_script_exit_codes(catalog: Path) -> None:
     assert ok.returncode == 0 and json.loads(ok.stdout)
     bad = subprocess.run([sys.executable, "-m", "curation", "show", "zzz", "--catalog", str(catalog)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "unknown dataset 'zzz'" in _oneline(bad.stderr)
+
+
+def test_kto_export_says_where_its_skipped_rows_are(tmp_path: Path) -> None:
+    """A baseline answer that wins one pair and loses another: one KTO completion labelled both ways."""
+    src = tmp_path / "kto.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in [
+        {"prompt": "a?", "chosen": "base", "rejected": "worse"},
+        {"prompt": "a?", "chosen": "better", "rejected": "base"},
+        {"prompt": "b?", "chosen": "fine", "rejected": "bad"},
+    ]) + "\n")
+    root = tmp_path / "cat"
+    assert curate("import", str(src), "--name", "kto", "--catalog", str(root)).exit_code == 0
+    out = curate("export", "kto", "--format", "trl_kto", "--out", str(tmp_path / "out"), "--catalog", str(root))
+    assert out.exit_code == 0, out.output
+    assert not (tmp_path / "out" / "quarantine.jsonl").exists()
+    msg = _oneline(out.stderr)
+    assert "quarantine.jsonl" not in msg and "contradictory_label" in msg and "export.json" in msg
