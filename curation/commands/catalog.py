@@ -161,10 +161,10 @@ def ls(
         return
     if models:
         table = Table(title=f"models in {cat.root}")
-        for col in ("model_id", "version_ref", "method", "base_model", "metrics", "evaluations", "created_at"):
-            table.add_column(col)
+        for col in ("model_id", "version_ref", "method", "path", "base_model", "metrics", "evaluations", "created_at"):
+            table.add_column(col, overflow="fold" if col == "path" else "ellipsis")  # the folder `curate eval` takes
         for r in rows:
-            table.add_row(r["model_id"], r["version_ref"], r["method"], r["base_model"] or "-", _short(r["metrics"], 50), str(r["evaluations"]), str(r["created_at"])[:19])
+            table.add_row(r["model_id"], r["version_ref"], r["method"], r["path"] or "-", r["base_model"] or "-", _short(r["metrics"], 50), str(r["evaluations"]), str(r["created_at"])[:19])
     else:
         table = Table(title=f"versions in {cat.root}")
         for col in ("ref", "rows", "train", "test", "created", "parents"):

@@ -127,6 +127,8 @@ def test_ls_models(catalog: Path) -> None:
     models = json.loads(out.stdout)
     assert [m["model_id"] for m in models] == [mid] and models[0]["evaluations"] == 1
     assert models[0]["metrics"] == {"loss": 0.3}
+    table = curate("ls", "--models", "--catalog", str(catalog))
+    assert table.exit_code == 0 and "/tmp/m" in table.stdout  # where the model is: what `curate eval` takes
 
 
 def test_console_script_exit_codes(catalog: Path) -> None:
