@@ -431,6 +431,15 @@ def signed(ci: dict) -> str:
     return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
+def identical_to_random(runs: list[dict], seeds: list[int], fraction: float, kind: str) -> bool:
+    """Every seed's held-out verdicts equal random's: the selector handed the trainer random's subset."""
+    def verdicts(k: str) -> dict:
+        return {r["seed"]: r["correct"] for r in runs if r["fraction"] == fraction and r["selector"] == k and r["seed"] in seeds}
+
+    mine, base = verdicts(kind), verdicts("random")
+    return bool(mine) and mine == base
+
+
 def selection_readme(result: dict, path: str) -> str:
     """The README's selection section: set-up line, a selectors x budgets table of paired differences
     to random (random's own accuracy on top), and which intervals exclude 0, all read from `result`."""
@@ -474,6 +483,9 @@ def selection_readme(result: dict, path: str) -> str:
                     cells.append(f"accuracy {fmt(e['accuracy'])}")
                     continue
                 ci = e["minus_random"]
+                if identical_to_random(runs, seeds, float(f), kind):
+                    cells.append("identical to random in every seed")
+                    continue
                 total += 1
                 cell = signed(ci)
                 if ci["low"] > 0 or ci["high"] < 0:
