@@ -123,6 +123,16 @@ def print_summary(summary: dict[str, Any]) -> None:
                               f"{b['overlap']} (Jaccard {b['jaccard']:.2f}, kappa {b['kappa']:.2f})")
     if summary.get("version"):
         console.print(f"published {summary['version']}", style="bold")
+    for s in summary["stages"]:  # where the results are: folders and models, paths unwrapped to copy
+        detail = s.get("detail") or {}
+        if s["stage"] == "publish" and detail.get("path"):
+            console.print(f"  {detail['version']} folder: {detail['path']}", soft_wrap=True)
+            for fmt, where in (detail.get("exports") or {}).items():
+                console.print(f"  export {fmt}: {where}", soft_wrap=True)
+        if s["stage"] == "train" and detail.get("model"):
+            console.print(f"  trained model: {detail['model']}", soft_wrap=True)
+            if detail.get("control_model"):
+                console.print(f"  random-control model: {detail['control_model']}", soft_wrap=True)
     if summary.get("run_id"):
         console.print(f"run {summary['run_id']} recorded in the catalog's runs table, with these stats")
     for s in summary["stages"]:  # e.g. a budget beyond the pool: the run went on, the user should know

@@ -77,7 +77,7 @@ class Publish(Stage):
     def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["publish"])
         report.rows_out = int(record["rows"])
-        report.detail = {"version": record["ref"]}
+        report.detail = {"version": record["ref"], "path": record.get("path"), "exports": record.get("exports", {})}
         for name in ("dropped", "flipped", "ties", "quarantined"):  # what publishing did to the selection
             report.add(name, int(record.get("counts", {}).get(name, 0)))
         for fmt, reasons in record.get("export_skipped", {}).items():  # rows an export quarantined, by reason in its folder

@@ -318,3 +318,27 @@ def test_damaged_parquet_source_is_one_line_naming_the_file(tmp_path: Path) -> N
     r = curate_process("import", str(src), "--name", "p", "--catalog", str(tmp_path / "cat"))
     assert r.returncode == 1 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert r.stderr.startswith(f"error: {src}: unreadable from row ") and "damaged or truncated" in r.stderr
+
+
+def test_run_summary_says_where_the_version_and_its_exports_are(tmp_path: Path, shared_data: Path, capsys) -> None:
+    from curation.commands.run import print_summary
+    from curation.recipe import load_recipe
+    from curation.stages import run_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: small\nsources:\n  - path: {shared_data / 'pandalm_testset.jsonl.gz'}\n    limit: 40\n"
+                      "publish:\n  formats: [trl_dpo]\n")
+    _, reports = run_recipe(load_recipe(recipe), tmp_path / "cat")
+    capsys.readouterr()
+    print_summary({"recipe": "small", "catalog": str(tmp_path / "cat"), "version": "small@v1", "seconds": 1.0,
+                   "stages": [r.to_dict() for r in reports]})
+    out = capsys.readouterr().out
+    folder = tmp_path / "cat" / "datasets" / "small" / "v1"
+    assert f"small@v1 folder: {folder}" in out and (folder / "README.md").is_file()
+    export = next(line.split("export trl_dpo: ")[1] for line in out.splitlines() if "export trl_dpo: " in line)
+    assert (Path(export) / "train.jsonl").is_file()
+    train = {"stage": "train", "detail": {"model": "/m/run", "control_model": "/m/run-control"}, "counts": {}}
+    print_summary({"recipe": "small", "catalog": str(tmp_path / "cat"), "version": "small@v1", "seconds": 1.0,
+                   "stages": [r.to_dict() for r in reports] + [{**reports[-1].to_dict(), **train}]})
+    out = capsys.readouterr().out
+    assert "trained model: /m/run" in out and "random-control model: /m/run-control" in out
