@@ -186,7 +186,8 @@ class VersionRows:
 
     keys: pl.DataFrame
     messages: pl.Series
-    texts: pl.Series
+    texts: "Texts"
+    chars: pl.Series  # each candidate's text length (the card's, without the texts)
     counts: dict[str, int]
     scores_json: pl.Expr  # the `scores` column, made per batch from the keys' per-scorer values
 
@@ -219,9 +220,27 @@ class VersionRows:
         """Every column the card reads, with text lengths in place of the texts."""
         return self.keys.select(
             pl.exclude("^__.*$"),
-            self.texts.str.len_chars().gather(self.keys["__c"]).alias("chosen_chars"),
-            self.texts.str.len_chars().gather(self.keys["__r"]).alias("rejected_chars"),
+            self.chars.gather(self.keys["__c"]).alias("chosen_chars"),
+            self.chars.gather(self.keys["__r"]).alias("rejected_chars"),
         )
+
+
+@dataclass
+class Texts:
+    """The candidates' texts by row number: a column in memory, or a lazy scan read a slice at a
+    time. A batch reads the rows between the first and the last text it needs, so candidates
+    stored in the order their pairs were built (as a run writes them) cost a batch's texts, not
+    the table's; in any other order a batch reads more (at worst the whole column) to the same result."""
+
+    column: pl.Series | None = None
+    scan: pl.LazyFrame | None = None
+
+    def gather(self, index: pl.Series) -> pl.Series:
+        if self.column is not None or index.len() == 0:
+            return (self.column if self.column is not None else pl.Series("text", [], pl.String)).gather(index)
+        lo, hi = int(index.min()), int(index.max())
+        part = self.scan.slice(lo, hi - lo + 1).collect()["text"]
+        return part.gather(index - lo)
 
 
 def _frame(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns: Sequence[str | pl.Expr] | None = None) -> pl.DataFrame:
@@ -308,8 +327,9 @@ def plan_version_rows(
     counts["flipped"] = int(rows["_flip"].sum())
 
     prompts = _frame(tables, "prompts", ["prompt_id", "messages", "source"])
-    # the texts are read last (see below): until then a candidate is its id and whether it has a text
-    candidates = _frame(tables, "candidates", ["candidate_id", pl.col("text").is_null().alias("no_text")])
+    # no texts here: a candidate is its id, whether it has a text and its length (batches read texts)
+    candidates = _frame(tables, "candidates", ["candidate_id", pl.col("text").is_null().alias("no_text"),
+                                               pl.col("text").str.len_chars().alias("chars")])
     cand = _index(candidates, "candidate_id", "__c")
     rows = rows.with_columns(_lookup(rows["prompt_id"], _index(prompts, "prompt_id", "__p")).alias("__p"),
                              _lookup(rows["chosen_id"], cand).alias("__c"), _lookup(rows["rejected_id"], cand).alias("__r"))
@@ -326,6 +346,7 @@ def plan_version_rows(
 
     point = _frame(tables, "scores", ["target_id", "scorer", "value"]).filter(pl.col("value").is_not_null())
     rows, entries = _score_columns(rows, point, cand, candidates.height)
+    chars = candidates["chars"]
     del point, cand, candidates
     rows = rows.with_columns(
         pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
@@ -359,7 +380,10 @@ def plan_version_rows(
     counts["test"] = keys.height - counts["train"]
     counts["ties"] = int(tie_mask(keys).sum())
     del rows
-    return VersionRows(keys, messages, _frame(tables, "candidates", ["text"])["text"], counts, scores_json)
+    source = tables.get("candidates")
+    texts = (Texts(scan=schema.conform_lazy(source, "candidates").select("text")) if isinstance(source, pl.LazyFrame)
+             else Texts(column=_frame(tables, "candidates", ["text"])["text"]))
+    return VersionRows(keys, messages, texts, chars, counts, scores_json)
 
 
 def version_rows(
