@@ -173,7 +173,8 @@ def ls(
             table.add_row(r["ref"], str(r["rows"]), str(r["n_train"]), str(r["n_test"]), str(r["created_at"])[:19], ", ".join(json.loads(r["parents"] or "[]")) or "-")
     console.print(table)
     if not rows:
-        console.print("empty: `curate import FILE --name NAME` adds a dataset.")
+        console.print("no models: `curate train` (or a recipe's train stage) records one." if models
+                      else "empty: `curate import FILE --name NAME` adds a dataset.")
     unlisted = cat.unlisted_versions()
     if unlisted:
         warn(f"{len(unlisted)} published version folder(s) are not in the database "

@@ -120,6 +120,8 @@ def test_invalid_name_fails_before_reading(tmp_path: Path) -> None:
 def test_ls_models(catalog: Path) -> None:
     from curation.catalog import open_catalog
 
+    none = curate("ls", "--models", "--catalog", str(catalog))
+    assert none.exit_code == 0 and "no models: `curate train`" in _oneline(none.stdout) and "curate import" not in none.stdout
     cat = open_catalog(catalog)
     mid = cat.record_model("llmbar@v1:train", "dpo", {"beta": 0.1}, {"loss": 0.3}, "/tmp/m", base_model="tiny")
     cat.record_evaluation(mid, "llmbar@v1:test", "fp", {"accuracy": 0.6})
