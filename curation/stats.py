@@ -10,7 +10,7 @@ that are not counts (the version published, evaluation metrics, the workers that
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 _NOT_SUMMED = ("stage", "fingerprint", "cached", "rows_in", "rows_out", "counts", "detail")  # rows are not additive across parts
@@ -56,6 +56,12 @@ class Stats:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for name, n in other.counts.items():
             self.counts[name] = self.counts.get(name, 0) + n
+
+    def replayed(self) -> Stats:
+        """This report as a cache hit gives it back: the same rows, shards and counts, and no work done now
+        (no calls, tokens, retries or seconds), as if the stage's own store check had found its outputs."""
+        now = dict(calls=0, cache_hits=0, tokens=0, failed_calls=0, retries=0, seconds=0.0)
+        return replace(self, cached=True, shards_cached=self.shards, **now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -134,11 +134,10 @@ def stage_task(stage: str, recipe: Path, tables: stages.Tables, ctx: stages.RunC
 
 
 def _answer(state: State) -> tuple[Any, stages.Stats]:
-    """A step's result; a Prefect cache hit marks its report cached (nothing ran this time)."""
+    """A step's result; a Prefect cache hit gives back the report of the run that computed it, so it
+    is replayed as cached: nothing ran this time (the first run's calls and seconds are not this run's)."""
     out, report = state.result()
-    if state.name == "Cached":
-        report.cached, report.shards_cached = True, report.shards
-    return out, report
+    return (out, report.replayed()) if state.name == "Cached" else (out, report)
 
 
 class PrefectExecutor:

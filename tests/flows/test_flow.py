@@ -55,6 +55,7 @@ def test_curate_run_until_then_resume_then_unchanged(tmp_path, shared_data):
 
     again = run_flow(str(recipe), str(catalog))  # unchanged: every stage answered from Prefect's cache
     assert all(s["cached"] for s in again["stages"]) and again["version"] == "flow-small@v1"
+    assert all(s["seconds"] == 0 and s["calls"] == 0 for s in again["stages"])  # not the stored run's work
     assert _task_states(again["flow_run_id"]) == dict.fromkeys(["sources", "pairs", "select", "publish"], "Cached")
 
     decisions = Path(full["artifacts"]["decisions"]["path"])
