@@ -158,9 +158,11 @@ def to_trl(rows: pl.DataFrame, config: Any) -> tuple[Dataset, int]:
     fmt = {"reward": "trl_reward", "kto": "trl_kto"}.get(m, "trl_dpo")
     built = to_view(rows, fmt)
     view, skipped = built.rows, built.skipped
-    if skipped:
-        log.warning("%s: the %s view skipped %d of %d pairs the trainer cannot read well: %s", config.method, fmt,
-                    built.quarantine.height, rows.height, skipped)
+    if skipped:  # KTO's duplicate / contradictory completions are not pairs: say which count is which
+        completions = {k: v for k, v in skipped.items() if k in ("duplicate_completion", "contradictory_label")}
+        log.warning("%s: the %s view skipped %d of %d pairs the trainer cannot read well%s: %s", config.method, fmt,
+                    built.quarantine.height, rows.height,
+                    f", and {sum(completions.values())} of the view's completions" if completions else "", skipped)
     if view.height == 0:
         raise TrainDataError(f"no rows left for {m} after the {fmt} view skipped {skipped}")
     if m in ("dpo", "cdpo"):

@@ -85,3 +85,19 @@ def test_training_counts_the_pairs_its_view_skipped(shared_data: Path, tiny_rm, 
     frame = pl.concat([rows.filter(flag).sort(short).head(3), rows.filter(~flag).sort(short).head(8)])
     result = train(frame, method="reward", model=str(tiny_rm), out=str(tmp_path / "rm"), **{**fast, "max_steps": 1, "record": False})
     assert result.metrics["skipped_by_view"] == 3
+
+
+def test_kto_view_warning_counts_completions_apart_from_pairs(shared_data: Path, caplog) -> None:
+    """AlpacaEval-2 shares baseline answers: KTO drops repeated completions, which are not skipped pairs."""
+    from types import SimpleNamespace
+
+    from curation.train.data import to_trl
+
+    rows = _ae2_prompts(shared_data)
+    view = to_view(rows, "trl_kto")
+    dropped = view.skipped["duplicate_completion"] + view.skipped.get("contradictory_label", 0)
+    assert view.quarantine.height == 0 and dropped > 0
+    caplog.set_level(logging.WARNING)
+    to_trl(rows, SimpleNamespace(method="kto"))
+    (msg,) = [r.getMessage() for r in caplog.records if "trl_kto view" in r.getMessage()]
+    assert f"skipped 0 of {rows.height} pairs" in msg and f"and {dropped} of the view's completions" in msg
