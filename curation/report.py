@@ -257,7 +257,8 @@ def _card_body(rows: pl.DataFrame, tables: Mapping[str, pl.DataFrame], manifest:
     out += ["## License", ""]
     out += [f"- `{src}`: {lic or 'not declared by the source: check it before sharing'}" for src, lic in licenses.items()]
     out += ["" if licenses else "No source recorded.", "", "## Load", "", "```python", "import datasets", "",
-            "splits = datasets.load_dataset(\"path/to/this/folder\")  # train and test",
+            "splits = datasets.load_dataset(\"path/to/this/folder\")  # "
+            + ("train and test" if s["splits"].get("test") else "train only: no prompts were held out as test"),
             f"# once pushed (curate push {manifest.get('ref', 'NAME@vN')} --repo ORG/NAME):",
             f"# datasets.load_dataset(\"ORG/NAME\", revision=\"v{manifest.get('version', 'N')}\")", "```", "",
             "These are the canonical rows: `prompt` is a message list, `chosen` / `rejected` are strings, with every "

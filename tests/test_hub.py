@@ -101,6 +101,9 @@ def test_card_is_a_dataset_card_with_the_sources_license(shared_data: Path, tmp_
     text = (info.path / "README.md").read_text()
     assert f"`{src}`: MIT" in text and "![lengths](plots/lengths.png)" in text
     assert "curate export hh@v1 --format trl_dpo --out DIR" in text  # load_dataset gives canonical rows: say how to train
+    assert "# train and test" in text
+    whole = cat.publish("hh", tables, recipe={"import": {"path": str(src)}})  # nothing held out: load_dataset gives train
+    assert "# train only" in (whole.path / "README.md").read_text()
     # sources that disagree: `other`, and the body names each
     both = {"sources": [{"path": str(src)}, {"path": str(tmp_path / "mine.jsonl"), "license": "CC-BY-4.0"}]}
     other = cat.publish("hh", tables, recipe=both)
