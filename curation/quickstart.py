@@ -12,6 +12,7 @@ deterministic for a seed.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -240,6 +241,11 @@ def pretrain_policy(
         shutil.rmtree(path)
     os.replace(tmp, path)
     return path
+
+
+# the builder's options are pretrain_policy's (the recipe checks them at load), less the problems it reserves
+build_policy.__signature__ = inspect.signature(pretrain_policy).replace(
+    parameters=[p for p in inspect.signature(pretrain_policy).parameters.values() if p.name != "holdout"])
 
 
 def task_accuracy(model_path: str | os.PathLike, prompts: pl.DataFrame, batch_size: int = 128) -> float:

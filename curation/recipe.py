@@ -9,6 +9,7 @@ model loads. Relative paths resolve against the recipe file's folder.
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -67,6 +68,19 @@ class ModelBuild(_Section):
         if value not in MODEL_BUILDERS:
             raise ValueError(f"unknown model builder {value!r}; known: {', '.join(sorted(MODEL_BUILDERS))}")
         return value
+
+    @model_validator(mode="after")
+    def _options_fit_builder(self) -> "ModelBuild":
+        """An option the builder does not take fails at load, naming the ones it does (not a TypeError mid-run)."""
+        params = inspect.signature(model_builder(self.build)).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return self
+        taken = [name for name in list(params)[1:]]  # the first is the folder to build in
+        unknown = sorted(set(self.options) - set(taken))
+        if unknown:
+            raise ValueError(f"builder {self.build!r} takes no option {', '.join(map(repr, unknown))}; "
+                             f"it takes: {', '.join(taken) or 'none'}")
+        return self
 
 
 class PublishSpec(_Section):

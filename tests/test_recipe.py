@@ -1,9 +1,12 @@
+import shutil
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from curation.recipe import RecipeError, load_recipe
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 EXAMPLE = """\
 name: hh-curated
@@ -119,3 +122,19 @@ def test_a_judge_that_labels_and_evaluates_is_refused_unless_the_recipe_says_so(
 def test_epsilon_under_a_loss_that_ignores_it_fails_at_recipe_load(recipe_dir):
     [(_, where, msg)] = problems(write(recipe_dir, EXAMPLE + "train: {method: dpo, model: models/policy, epsilon: 0.1}\n"))
     assert where.startswith("train") and "ignores it" in msg
+
+
+def test_a_model_builder_option_it_does_not_take_fails_at_load(tmp_path):
+    """`options: {heldout: 100}` (an option the quickstart policy dropped) names the option and the ones it takes."""
+    import yaml
+
+    shutil.copytree(EXAMPLES, tmp_path / "examples", ignore=shutil.ignore_patterns(".curate"))
+    recipe = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
+    recipe["models"][0]["options"] = {"heldout": 100}
+    path = tmp_path / "examples" / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"models\[0\].*heldout.*steps"):
+        load_recipe(path)
+    recipe["models"][0]["options"] = {"steps": 10}
+    path.write_text(yaml.safe_dump(recipe))
+    load_recipe(path)
