@@ -201,7 +201,8 @@ def _unlisted(cat: Catalog, con: Any, name: str, number: int, folder: Path, repo
             con.execute("INSERT INTO lineage VALUES (?, ?, 'run', ?)", [manifest["ref"], f"run:{manifest['run_id']}", created])
         if manifest.get("committed") is not True:
             mark_committed(folder)
-        finding.action = "rebuilt from its manifest"
+        finding.action = ("rebuilt from its manifest; models trained on it and their evaluations were recorded only "
+                          "in the database: each model folder's curate_run.json keeps its run")
     report.findings.append(finding)
 
 

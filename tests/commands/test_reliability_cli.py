@@ -242,6 +242,7 @@ def test_lost_database_then_import_loses_nothing(tmp_path: Path) -> None:
     assert looked.exit_code == 1 and [f["kind"] for f in json.loads(looked.stdout)["findings"]] == ["unlisted", "unlisted"]
     fixed = curate("doctor", "--fix", "--catalog", cat)
     assert fixed.exit_code == 0, fixed.output
+    assert "models trained on it and their evaluations were recorded only in the database" in " ".join(fixed.output.split())
     rows = json.loads(curate("ls", "--catalog", cat, "--json").stdout)
     assert [(r["ref"], r["rows"]) for r in rows] == [("ds@v1", 30), ("ds@v2", 20)]
     after = curate("import", str(src), "--name", "ds", "--limit", "5", "--catalog", cat, "--json")
