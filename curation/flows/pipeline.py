@@ -176,7 +176,9 @@ class PrefectExecutor:
                                                                      self.dataset, return_state=True))
 
 
-@flow(name="curate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))  # run_flow picks another
+# log_prints off: curate logs through `logging`; with it on, every print of a library inside a stage
+# (dill's bytecode dumps while datasets hashes TRL's map functions: ~160 lines per training) went to the run log
+@flow(name="curate", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=1))  # run_flow picks another
 def curate_flow(
     recipe: FilePath,
     catalog: Path,
