@@ -65,3 +65,19 @@ def test_missing_artifact_is_a_clear_error(tmp_path: Path) -> None:
         store.ref("s", "nope")
     with pytest.raises(StoreError, match="does not exist"):
         store.read(ArtifactRef("s", "nope", os.fspath(tmp_path / "s" / "nope.parquet"), 0))
+
+
+def test_a_scan_reads_the_artifact_and_sets_a_damaged_one_aside(tmp_path: Path) -> None:
+    """The publish stage streams artifacts through `scan`: the same rows as `read`, and a truncated
+    file is refused before any row is read (and set aside, so the stage recomputes it)."""
+    store = ArtifactStore(tmp_path)
+    fp = schema.fingerprint("stage", {"n": 3})
+    ref = store.write("prompts", fp, _prompts(3), table="prompts")
+    assert store.scan(ref).collect().equals(store.read(ref))
+    path = Path(ref.path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(StoreError, match="set aside"):
+        store.scan(ref.to_dict())
+    assert not path.exists() and path.with_name(path.name + ".damaged").is_file()
+    with pytest.raises(StoreError, match="does not exist"):
+        store.scan(ref)
