@@ -22,8 +22,8 @@ Each selector is measured against the time MiniLM needs to embed the prompts on 
 noise filter is measured at smaller sizes where 1M does not fit the time at hand). A stage past `--stage-timeout` is stopped and recorded as such, with the
 stages after it that need its output skipped.
 
-Usage:  python benchmarks/recipe_1m.py [--prompts 1000000] [--stage-timeout 1800] [--stages ...]
-Writes benchmarks/results/recipe_<prompts>.json.
+Usage:  python benchmarks/recipe_1m.py [--prompts 1000000] [--stage-timeout 1800] [--stages ...] [--work DIR]
+Writes benchmarks/results/recipe_<prompts>.json (or --out).
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def _make(work: Path, n: int) -> dict:
         "candidate_id": pl.concat([("a" + base.str.zfill(15)), ("b" + base.str.zfill(15))]),
         "prompt_id": pl.concat([prompt_ids, prompt_ids]), "text": texts,
         "generator": pl.repeat("synthetic", 2 * n, eager=True), "sample_index": np.repeat([0, 1], n).astype(np.int32)})
+    candidates = candidates.gather(np.stack([i, n + i], axis=1).ravel())  # a prompt's samples side by side, as generate writes them
     schema.conform(prompts, "prompts").write_parquet(work / "prompts.parquet")
     schema.conform(candidates, "candidates").write_parquet(work / "candidates.parquet")
     made = time.perf_counter()
@@ -239,6 +240,7 @@ def main() -> None:
     ap.add_argument("--stage-timeout", type=float, default=1800)
     ap.add_argument("--stages", nargs="*", default=list(STAGES), choices=STAGES)
     ap.add_argument("--work", help="keep the artifacts here (default: a temporary folder, removed)")
+    ap.add_argument("--out", help="the result file (default: benchmarks/results/recipe_<prompts>.json)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="curate-bench-recipe-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -251,7 +253,7 @@ def main() -> None:
         "targets": {"publish_s": 15, "publish_peak_rss_mb": 1024, "load_s": 3, "selector_s": round(embed_s, 1)},
         "stages": {},
     }
-    out = RESULTS / f"recipe_{args.prompts}.json"
+    out = Path(args.out) if args.out else RESULTS / f"recipe_{args.prompts}.json"
     try:
         for name in args.stages:
             need = NEEDS.get(name)

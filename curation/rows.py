@@ -172,7 +172,7 @@ def held_out_prompts(prompt_ids: pl.Series, test_fraction: float, seed: int) -> 
     return (digest.str.slice(0, 8).str.to_integer(base=16) < int(test_fraction * 2**32)).alias("test")
 
 
-VERSION_BATCH_ROWS = 250_000  # rows per batch (~130 MB of texts): bounds publish memory, not the data
+VERSION_BATCH_ROWS = 50_000  # rows per batch (25-70 MB of texts at 250-700 characters): bounds the write, not the data
 
 
 @dataclass
@@ -320,7 +320,7 @@ def plan_version_rows(
     if pairs["pair_id"].n_unique() < pairs.height:
         dup = pairs.filter(pl.col("pair_id").is_duplicated())
         raise RowsError(f"pairs: {dup.height} rows repeat a pair_id (e.g. {dup['pair_id'][0]}); deduplicate first")
-    rows = combine_decisions(pairs, _frame(tables, "decisions"))
+    rows = combine_decisions(pairs, _frame(tables, "decisions", ["target_id", "kept", "flip", "weight", "epsilon"]))
     counts = {"pairs_in": pairs.height, "dropped": int((~rows["_kept"]).sum())}
     del pairs
     rows = rows.filter(pl.col("_kept")).with_row_index("__i")
