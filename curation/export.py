@@ -297,7 +297,9 @@ def to_view(rows: pl.DataFrame, format: str, *, on_invalid: str = "skip", tokeni
         base = ["prompt_id", "prompt", "pair_id", "weight", "label_source", "split"]
         good = rows.select(*base, pl.col("chosen_id").alias("completion_id"), _assistant("chosen").alias("completion"), pl.lit(True).alias("label"))
         bad = rows.select(*base, pl.col("rejected_id").alias("completion_id"), _assistant("rejected").alias("completion"), pl.lit(False).alias("label"))
-        both = pl.concat([good, bad])
+        # each pair's completions side by side (stable sort on the pair's index), so any head of the file
+        # holds both labels: all desirable rows first made a subset one-sided (KTOTrainer warned on 64 rows)
+        both = pl.concat([good.with_row_index("_pair"), bad.with_row_index("_pair")]).sort("_pair", maintain_order=True).drop("_pair")
         view = both.unique(["prompt_id", "completion_id", "label"], keep="first", maintain_order=True)
         if both.height > view.height:
             skipped["duplicate_completion"] = both.height - view.height

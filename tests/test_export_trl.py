@@ -191,6 +191,17 @@ def test_kto_balance_gives_the_weight_trl_asks_for(ae2_all, tiny_chat: Path, tok
         assert any("desirable_weight in" in r.getMessage() for r in caplog.records) == warns, dw
 
 
+def test_kto_rows_keep_each_pairs_completions_together(hh, ae2_all, tmp_path: Path) -> None:
+    """A head of the file is as balanced as the whole: hh (no repeated answers) alternates desirable and
+    undesirable row by row, and the first 64 rows of AlpacaEval-2 (repeated baselines dropped) hold both."""
+    export_rows(hh, "trl_kto", tmp_path / "hh")
+    labels = pl.read_ndjson(tmp_path / "hh" / "train.jsonl")["label"].to_list()
+    assert labels[:64] == [True, False] * 32
+    export_rows(ae2_all, "trl_kto", tmp_path / "ae2")
+    head = pl.read_ndjson(tmp_path / "ae2" / "train.jsonl")["label"].head(64)
+    assert 0 < int(head.sum()) < 64
+
+
 def test_canonical_views_are_named_as_such(hh, tmp_path: Path) -> None:
     report = export_rows(hh, "jsonl", tmp_path / "old-name")
     assert report.format == "canonical_jsonl" and "Not trainer input" in report.note
