@@ -30,6 +30,17 @@ def is_hub_id(value: str) -> bool:
     return HUB_ID.fullmatch(value) is not None and not value.startswith((".", "/", "~"))
 
 
+def context_length(config: dict) -> int | None:
+    """The context window a model's config.json (as a dict) names, when it names one: the one
+    reading of it that generation, reward scoring and training share (configs spell it five ways,
+    multimodal ones inside `text_config`)."""
+    config = {**config, **(config.get("text_config") or {})}
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length"):
+        if isinstance(config.get(key), int):
+            return int(config[key])
+    return None
+
+
 def check_model_dir(path: str | os.PathLike, *, role: str = "model") -> Path:
     """`path` as a model folder (config.json, or a LoRA adapter's adapter_config.json), else ModelError."""
     p = Path(path)

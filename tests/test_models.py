@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from curation.models import ModelError, check_model_dir, is_hub_id, model_fingerprint
+from curation.models import ModelError, check_model_dir, context_length, is_hub_id, model_fingerprint
 
 
 def test_the_fingerprint_follows_the_weights_not_the_training_bookkeeping(tmp_path, tiny_chat):
@@ -33,3 +33,13 @@ def test_hub_ids_and_model_folders(tmp_path):
         check_model_dir(tmp_path)
     (tmp_path / "adapter_config.json").write_text("{}")
     assert check_model_dir(tmp_path) == tmp_path
+
+
+def test_context_length_reads_every_spelling_configs_use():
+    """GPT-2 says n_positions, Llama max_position_embeddings, multimodal configs nest it: generation,
+    reward scoring and training all read it through this one function."""
+    assert context_length({"n_positions": 1024, "vocab_size": 50257}) == 1024
+    assert context_length({"max_position_embeddings": 512}) == 512
+    assert context_length({"text_config": {"max_position_embeddings": 8192}, "max_position_embeddings": None}) == 8192
+    assert context_length({"seq_length": 2048, "max_position_embeddings": "n/a"}) == 2048
+    assert context_length({"hidden_size": 64}) is None

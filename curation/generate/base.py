@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 from pydantic import Field, model_validator
 
-from curation import schema
+from curation import models, schema
 from curation.models import is_hub_id, model_fingerprint
 from curation.registry import Component, ComponentConfig
 from curation.stats import Stats
@@ -303,12 +303,7 @@ def resolve_model(model: str) -> Path:
 
 def context_length(model_dir: Path) -> int | None:
     """The model's context window from its config.json, when it says."""
-    config = json.loads((model_dir / "config.json").read_text())
-    config = {**config, **config.get("text_config", {})}
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length"):
-        if isinstance(config.get(key), int):
-            return int(config[key])
-    return None
+    return models.context_length(json.loads((model_dir / "config.json").read_text()))
 
 
 def apply_length_rule(requests: list[Request], tokenizer: Any, context: int | None, config: GeneratorConfig) -> None:

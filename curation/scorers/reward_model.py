@@ -19,6 +19,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
+from curation.models import context_length
 from curation.scorers import SCORERS
 from curation.scorers.base import Scorer, ScorerConfig, check_model_path, conversation
 
@@ -158,7 +159,7 @@ class RewardModel(Scorer):
         if self.config.backend == "vllm":
             context = int(model.llm_engine.model_config.max_model_len)
         else:
-            context = min(n for n in (getattr(model.config, "max_position_embeddings", None), tok.model_max_length) if n)
+            context = min(n for n in (context_length(model.config.to_dict()), tok.model_max_length) if n)
         return min(self.config.max_length, context) if self.config.max_length else context
 
     def classify(self, llm: Any, ids: list[list[int] | None]) -> list[float | None]:

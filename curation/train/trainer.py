@@ -24,7 +24,7 @@ from typing import Any, Callable
 import polars as pl
 
 from curation.export import PLAIN_CHAT_TEMPLATE, ensure_chat_template, kto_balance
-from curation.models import ModelError, check_model_dir
+from curation.models import ModelError, check_model_dir, context_length
 from curation.train.config import TrainConfig
 from curation.train.data import PairData, TrainDataError, check_for_method, load_pairs, to_trl
 from curation.train.models import check_tokenizer, write_run_info
@@ -98,7 +98,7 @@ def _fit_to_data(cfg: TrainConfig, dataset: Any) -> TrainConfig:
     if cfg.method == "reward":
         from transformers import AutoConfig
 
-        positions = getattr(AutoConfig.from_pretrained(str(cfg.model)), "max_position_embeddings", None)
+        positions = context_length(AutoConfig.from_pretrained(str(cfg.model)).to_dict())
         if positions and cfg.max_length > positions:
             log.warning("max_length %d is over %s's %d positions: using %d", cfg.max_length, cfg.model, positions, positions)
             update["max_length"] = positions
