@@ -933,11 +933,19 @@ class Catalog:
         return [p for p, _ in files]
 
     def verify_version(self, ref: str | VersionInfo) -> VersionInfo:
-        """Full check of every table of a version (sha256 of every byte); CatalogError on the first bad one."""
+        """Full check of every file of a version (sha256 of every byte): its tables, then the card and
+        plots its manifest lists; CatalogError on the first bad one."""
         info = self.resolve(ref)
         whole = dataclasses.replace(info, split=None)  # every split, whatever the ref asked for
         for table in LOADABLE_TABLES:
             self._check_file(whole, table, full=True)
+        digests = read_manifest(info.path).get("digests") or {}
+        for name, digest in digests.items():
+            if not name.endswith(".parquet"):
+                why = verify_file(info.path / name, digest, full=True)
+                if why:
+                    raise CatalogError(f"{info.ref} is not what was published: {info.path / name} {why}; restore it "
+                                       f"from a backup, or see `curate doctor --catalog {self.root}`")
         return info
 
     def sql(self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pl.DataFrame:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
-from curation.catalog import Catalog, CatalogError, VersionInfo, read_manifest, verify_file
+from curation.catalog import Catalog, CatalogError, VersionInfo, read_manifest
 
 KEEP_REMOTE = (".gitattributes",)  # the Hub's own file in every repository
 
@@ -56,19 +56,12 @@ def push_plan(catalog: Catalog, ref: str | VersionInfo, repo: str, *, as_: Liter
         raise CatalogError(f"push: as_ is 'tag' or 'branch', not {as_!r}")
     if repo.count("/") != 1 or not all(repo.split("/")):
         raise CatalogError(f"push: --repo is ORG/NAME (a Hub dataset repository), not {repo!r}")
-    info = catalog.verify_version(ref)  # CatalogError when a file is not what was published
+    info = catalog.verify_version(ref)  # CatalogError when a table, the card or a plot is not what was published
     manifest = read_manifest(info.path)
     if not manifest.get("splits"):
         raise CatalogError(f"{info.ref} was published before versions were Hub datasets (one pairs.parquet, no README.md "
                            "card): publish it again (e.g. `curate export` then `curate import`) to push it")
     files = list(dict.fromkeys([*manifest["files"], *(e["path"] for e in manifest["splits"].values())]))
-    digests = manifest.get("digests") or {}
-    for name in files:  # the card and plots (verify_version checked the tables)
-        if not name.endswith(".parquet") and name in digests:
-            why = verify_file(info.path / name, digests[name], full=True)
-            if why:
-                raise CatalogError(f"{info.ref} cannot be pushed: {info.path / name} {why}; restore it from a backup, "
-                                   f"or see `curate doctor --catalog {catalog.root}`")
     ops: list[Any] = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(info.path / name)) for name in files]
     name = f"v{info.version}"
     message = f"{info.ref}: {info.rows} pairs, fingerprint {info.fingerprint}"

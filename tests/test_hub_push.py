@@ -57,8 +57,9 @@ def test_plan_refuses_a_damaged_version_or_a_bad_repo(published) -> None:
         push_plan(cat, info.ref, "org/toy")
     card = cat.resolve("toy@v1").path / "README.md"
     card.write_text(card.read_text().replace("license: unknown", "license: mit"))  # a card edited after publishing
-    with pytest.raises(CatalogError, match=r"toy@v1 cannot be pushed: .*README\.md is \d+ bytes where the manifest recorded"):
-        push_plan(cat, "toy@v1", "org/toy")
+    for check in (lambda: push_plan(cat, "toy@v1", "org/toy"), lambda: cat.verify_version("toy@v1")):
+        with pytest.raises(CatalogError, match=r"toy@v1 is not what was published: .*README\.md is \d+ bytes where the manifest recorded"):
+            check()
 
 
 def test_cli_dry_run_prints_the_commit_and_offline_push_fails_clearly(published, monkeypatch) -> None:
