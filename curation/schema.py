@@ -37,7 +37,7 @@ CANDIDATES = pa.schema(
         ("candidate_id", pa.string()),
         ("prompt_id", pa.string()),
         ("text", pa.string()),
-        ("generator", pa.string()),  # "dataset:<source>" for imported responses
+        ("generator", pa.string()),  # "dataset:<source>" for imported responses ("dataset:<source>/<model>" when the row names its model)
         ("seed", pa.int64()),
         ("sample_index", pa.int32()),
         ("n_tokens", pa.int32()),

@@ -6,8 +6,11 @@
     data.counts                                     # rows_read = imported + quarantined + duplicates_merged + blank_lines
     rows = read_pair_rows("pairs.jsonl.gz", 400)    # the first 400 non-tie pairs, one row each with their texts
 
-Imported responses become candidates with generator "dataset:<source>" and content ids
-(schema.response_id), so import -> export -> import keeps every id. Rated formats (UltraFeedback,
+Imported responses become candidates with generator "dataset:<source>", or
+"dataset:<source>/<model>" when an upstream pair row names the model that wrote the response
+(`generator_chosen`/`generator_rejected` or `chosen_generator`/`rejected_generator`) and every row
+holding that text names the same one, and content ids (schema.response_id, not the generator), so
+import -> export -> import keeps every id. Rated formats (UltraFeedback,
 distilabel) give candidates and scores, and pairs through curation.pairs.build_pairs.
 """
 
@@ -233,18 +236,31 @@ class _Builder:
             self.prompts[pid] = {"prompt_id": pid, "messages": messages, "source": source, "meta": schema.dumps(meta or {})}
         return pid
 
-    def _candidate(self, pid: str, text: str, source: str) -> str:
+    def _candidate(self, pid: str, text: str, source: str, model: str | None = None) -> str:
         cid = self.response_ids.get((pid, text))
         if cid is None:  # hashing long texts dominates a read: each (prompt, text) is hashed once
             cid = self.response_ids[(pid, text)] = schema.response_id(pid, text)
+        generator = f"dataset:{source}/{model}" if model else f"dataset:{source}"
         if cid not in self.candidates:
-            self.candidates[cid] = {"candidate_id": cid, "prompt_id": pid, "text": text, "generator": f"dataset:{source}"}
+            self.candidates[cid] = {"candidate_id": cid, "prompt_id": pid, "text": text, "generator": generator}
+        elif model and self.candidates[cid]["generator"] != generator:  # two models wrote this text: unattributed
+            self.candidates[cid]["generator"] = f"dataset:{source}"
         return cid
+
+    def _model(self, rec: PairRecord, side: str) -> str | None:
+        """The model an upstream pair row names for one side (our own exports' meta is not upstream: skipped)."""
+        if self.det.format == "curate":
+            return None
+        for key in (f"generator_{side}", f"{side}_generator"):
+            value = rec.meta.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        return None
 
     def _add_pair(self, line: int, rec: PairRecord) -> None:
         source = self._source(rec.source)
         pid = self._prompt(rec.messages, source)
-        ids = {"chosen": self._candidate(pid, rec.chosen, source), "rejected": self._candidate(pid, rec.rejected, source)}
+        ids = {side: self._candidate(pid, getattr(rec, side), source, self._model(rec, side)) for side in ("chosen", "rejected")}
         key = ids["pair"] = schema.pair_id(pid, ids["chosen"], ids["rejected"])
         if rec.meta.get("upstream_pair_id") == key:
             del rec.meta["upstream_pair_id"]  # the content id agrees: nothing to remember

@@ -233,3 +233,34 @@ def test_csv_prompts_with_quoted_newlines(tmp_path):
     assert [m[0]["content"] for m in data.prompts["messages"].to_list()] == ["What is 2+2?", 'Say "hi"\nplease']
     assert [json.loads(m) for m in data.prompts["meta"]] == [{"answer": "4"}, {"answer": "hi"}]
     assert set(data.prompts["source"]) == {"questions"}
+
+
+def test_pair_rows_that_name_their_models_give_candidates_those_generators(tmp_path):
+    base = {"messages": PROMPT, "label_source": "AI judge"}
+    rows = [
+        {**base, "chosen": CHOSEN, "rejected": REJECTED, "generator_chosen": "model-a", "generator_rejected": "model-b"},
+        {**base, "chosen": "Rome.", "rejected": REJECTED, "chosen_generator": "model-c", "rejected_generator": "model-b"},
+        {**base, "chosen": "Rome, of course.", "rejected": "Rome!", "generator_chosen": "model-a", "generator_rejected": "model-d"},
+        {**base, "chosen": "Rome!", "rejected": REJECTED, "generator_chosen": "model-e", "generator_rejected": "model-b"},
+    ]
+    data = read_source(write_jsonl(tmp_path / "models.jsonl", rows))
+    by_text = dict(zip(data.candidates["text"], data.candidates["generator"]))
+    assert by_text == {
+        CHOSEN: "dataset:models/model-a",
+        REJECTED: "dataset:models/model-b",  # named three times, the same model each time
+        "Rome.": "dataset:models/model-c",
+        "Rome, of course.": "dataset:models/model-a",
+        "Rome!": "dataset:models",  # model-d and model-e wrote the same text: unattributed
+    }
+    plain = read_source(write_jsonl(tmp_path / "plain.jsonl", [{k: v for k, v in r.items() if "generator" not in k} for r in rows]))
+    assert plain.pairs["pair_id"].to_list() == data.pairs["pair_id"].to_list()  # ids follow the content, not the generator
+    assert plain.candidates["candidate_id"].to_list() == data.candidates["candidate_id"].to_list()
+    assert set(plain.candidates["generator"]) == {"dataset:plain"}
+
+
+def test_our_own_exports_meta_does_not_name_generators(tmp_path):
+    # a flip swaps chosen and rejected but not the upstream fields kept in meta: they would name the wrong side
+    row = {"pair_id": expected_pair_id(), "prompt": PROMPT, "chosen": CHOSEN, "rejected": REJECTED,
+           "meta": json.dumps({"flipped": True, "generator_chosen": "model-b", "generator_rejected": "model-a"})}
+    data = read_source(write_jsonl(tmp_path / "export.jsonl", [row]))
+    assert data.format == "curate" and set(data.candidates["generator"]) == {"dataset:export"}
