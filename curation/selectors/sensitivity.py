@@ -2,8 +2,15 @@
 
 k-means the embeddings; the loss is queried only at each cluster's representative (the item
 nearest its centre) and at a few probes; every item gets the sensitivity
-s(e) = ℓ̂_{C(e)} + Λ·‖e − c_{C(e)}‖^z, and m − k items are drawn i.i.d. with p ∝ s and weight
-1/((m − k)·p), so that Σ w·ℓ is an unbiased estimate of the pool's total loss.
+s(e) = ℓ̂_{C(e)} + Λ·‖e − c_{C(e)}‖^z and the sampling probability p ∝ s; m − k items are drawn
+with weight 1/((m − k)·p), so that Σ w·ℓ is an unbiased estimate of the pool's total loss.
+
+The spec draws the m − k items i.i.d. (with replacement), so a budget of m kept fewer distinct
+items (58, 112 and 245 for budgets 60, 120 and 300 of a 600-pair pool). Here they are drawn
+without replacement with inclusion probability π = (m − k)·p (randomised systematic πps
+sampling): exactly m − k distinct items, and the Horvitz-Thompson weight 1/π is the spec's
+1/((m − k)·p), so the estimator stays unbiased with the same weights. An item whose π would pass 1
+is taken for certain with weight 1 and the others share the remaining draws in proportion to s.
 
 Toolkit decisions (the paper has no official code): the k representatives are always included
 (the "k +" of the bound) with weight 1 and the sensitivity draws come from the other items, which
@@ -36,10 +43,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SensitivitySample:
-    draws: np.ndarray  # sampled item indices (with replacement), in draw order
-    draw_weights: np.ndarray  # 1/(m'·p) of each draw
+    draws: np.ndarray  # sampled item indices, distinct, in draw order
+    draw_weights: np.ndarray  # 1/π of each draw (= 1/(m'·p) unless capped at π = 1)
     representatives: np.ndarray  # one item per cluster, weight 1 each (empty if not included)
     probabilities: np.ndarray  # p(e) of every item (0 for representatives when they are included)
+    inclusion: np.ndarray  # π(e) = P(e is drawn), summing to the m' draws
     sensitivities: np.ndarray  # s(e) of every item
     labels: np.ndarray
     lipschitz: float
@@ -58,6 +66,32 @@ def representatives_of(labels: np.ndarray, sq_distances: np.ndarray, k: int) -> 
     first = np.concatenate([[True], labels[order][1:] != labels[order][:-1]])
     reps[labels[order][first]] = order[first]
     return reps
+
+
+def inclusion_probabilities(p: np.ndarray, draws: int) -> np.ndarray:
+    """π ∝ p with Σπ = `draws`, capped at 1: items that would pass 1 are certain, the rest rescaled."""
+    pi = np.zeros_like(p)
+    certain = np.zeros(p.shape, dtype=bool)
+    while True:
+        rest = ~certain & (p > 0)
+        pi[rest] = (draws - certain.sum()) * p[rest] / p[rest].sum()
+        over = rest & (pi >= 1.0)
+        if not over.any():
+            break
+        certain |= over
+    pi[certain] = 1.0
+    return pi
+
+
+def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Randomised systematic πps sampling: items in random order laid end to end with lengths π, one
+    uniform start u, and the items under u, u + 1, ...; each item is drawn with probability π (≤ 1),
+    never twice, and exactly Σπ items come out."""
+    count = int(round(pi.sum()))
+    order = rng.permutation(len(pi))
+    ends = np.cumsum(pi[order])
+    hits = np.searchsorted(ends, rng.random() + np.arange(count), side="right")
+    return order[np.minimum(hits, len(pi) - 1)]
 
 
 def estimate_lipschitz(
@@ -97,7 +131,7 @@ def sensitivity_sample(
     n = x.shape[0]
     if k < 1 or k >= m:
         raise SelectionError(f"sensitivity: k={k} clusters must be at least 1 and smaller than the sample size m={m}")
-    if m > n and include_representatives:
+    if m > n:
         raise SelectionError(f"sensitivity: sample size m={m} exceeds the {n} items")
     if k > n:
         raise SelectionError(f"sensitivity: k={k} clusters but only {n} items")
@@ -126,10 +160,11 @@ def sensitivity_sample(
     draws_wanted = m - len(kept_reps)
     p = np.where(eligible, s, 0.0)
     p /= p.sum()
-    draws = rng.choice(n, size=draws_wanted, replace=True, p=p) if draws_wanted > 0 else np.zeros(0, dtype=np.int64)
+    pi = inclusion_probabilities(p, draws_wanted)
+    draws = systematic_sample(pi, rng) if draws_wanted > 0 else np.zeros(0, dtype=np.int64)
     return SensitivitySample(
-        draws=draws.astype(np.int64), draw_weights=1.0 / (draws_wanted * p[draws]), representatives=kept_reps,
-        probabilities=p, sensitivities=s, labels=labels, lipschitz=float(lipschitz),
+        draws=draws.astype(np.int64), draw_weights=1.0 / pi[draws], representatives=kept_reps,
+        probabilities=p, inclusion=pi, sensitivities=s, labels=labels, lipschitz=float(lipschitz),
     )
 
 
@@ -137,8 +172,8 @@ def sensitivity_sample(
 class Sensitivity(Selector):
     """Sensitivity sampling; importance weights go to the `weight` column, scaled to mean 1.
 
-    `budget` is the sample size m (draws with replacement: an item drawn twice is kept once with
-    the summed weight and `count` 2 in `detail`). The unbiased weights (Σ w·ℓ estimates the
+    `budget` is the sample size m: m distinct items are kept (`inclusion` π in each item's `detail`).
+    The unbiased weights (Σ w·ℓ estimates the
     pool's total loss) are about n/m, so a weighted loss would grow with the pool and shrink
     with the budget; the `weight` column is them divided by their mean over the kept items,
     which keeps the relative importances and a DPO loss scale that does not depend on the
@@ -156,7 +191,7 @@ class Sensitivity(Selector):
         embed: EmbedWhat = "prompt"
         niter: int = Field(20, ge=1)
 
-    version = "2"  # weights scaled to mean 1 over the selection (were the unbiased ~n/m)
+    version = "3"  # m distinct items, drawn without replacement (were m i.i.d. draws); weights scaled to mean 1
 
     def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:
         cfg = self.config
@@ -175,21 +210,20 @@ class Sensitivity(Selector):
             include_representatives=cfg.include_representatives, probes=cfg.probes, niter=cfg.niter,
         )
         weights = res.item_weights(n)
-        counts = np.bincount(res.draws, minlength=n)
         is_rep = np.zeros(n, dtype=bool)
         is_rep[res.representatives] = True
         kept = weights > 0
         scale = float(weights[kept].mean())
         order = np.concatenate([res.representatives, res.draws])
         rank = np.full(n, -1, dtype=np.int64)
-        uniq, first = np.unique(order, return_index=True)
-        rank[uniq] = np.argsort(np.argsort(first))
+        rank[order] = np.arange(len(order))
         self.report = {"m": m, "k": k, "lipschitz": res.lipschitz, "distinct": int(kept.sum()),
                        "loss_oracle": cfg.loss or "constant", "weight_scale": scale}
         log.info("%s %s: %s", context.stage, "sensitivity", self.report)
         detail = [
             {"cluster": int(res.labels[i]), "sensitivity": float(res.sensitivities[i]), "p": float(res.probabilities[i]),
-             **({"count": int(counts[i])} if counts[i] else {}), **({"representative": True} if is_rep[i] else {}),
+             **({"inclusion": float(res.inclusion[i])} if res.probabilities[i] > 0 else {}),
+             **({"representative": True} if is_rep[i] else {}),
              **({"importance_weight": float(weights[i])} if kept[i] else {})}
             for i in range(n)
         ]

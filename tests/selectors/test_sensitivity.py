@@ -15,8 +15,10 @@ from tests.selectors._synthetic import clustered, pairs_pool
 
 
 @pytest.mark.parametrize("include_representatives", [True, False])
-def test_weighted_loss_is_an_unbiased_estimate_of_the_total(include_representatives):
+@pytest.mark.parametrize("outlier", [False, True])
+def test_weighted_loss_is_an_unbiased_estimate_of_the_total(include_representatives, outlier):
     x = clustered(150, 8, 5, 0, spread=0.3)
+    x[3] += 30.0 * outlier  # its inclusion probability is capped at 1
     loss = np.random.default_rng(1).gamma(2.0, 1.0, size=150) + np.linalg.norm(x, axis=1)
     oracle = lambda idx: loss[idx]
     clustering = kmeans(x, 5, seed=0)
@@ -29,6 +31,38 @@ def test_weighted_loss_is_an_unbiased_estimate_of_the_total(include_representati
     estimates = np.array(estimates)
     stderr = estimates.std() / np.sqrt(len(estimates))
     assert abs(estimates.mean() - loss.sum()) < 4 * stderr
+
+
+@pytest.mark.parametrize("include_representatives", [True, False])
+def test_a_budget_of_m_keeps_m_distinct_items(include_representatives):
+    """i.i.d. draws repeat items (58 distinct for m = 60 of 600 pairs); the sample is drawn without replacement."""
+    x = clustered(600, 8, 6, 9, spread=0.3)
+    pool, ctx = pairs_pool(x, np.ones(600))
+    for m in (60, 120, 300, 590):
+        sel = SELECTORS.build("sensitivity", {"kind": "sensitivity", "budget": m, "lipschitz": 5.0,
+                                              "include_representatives": include_representatives})
+        d = sel.select(pool, ctx)
+        assert d["kept"].sum() == m and sel.report["distinct"] == m
+        ranks = d.filter(d["kept"])["rank"].to_list()
+        assert sorted(ranks) == list(range(m))
+
+
+def test_inclusion_probabilities_are_proportional_to_sensitivity_and_capped_at_one():
+    x = clustered(200, 8, 4, 10, spread=0.3)
+    cl = kmeans(x, 4, seed=0)
+    far = np.array([5, 50, 150])
+    cl.sq_distances[far] = 400.0  # far from their centres: (m − k)·p would pass 1
+    sample = lambda seed: sensitivity_sample(x, 40, k=4, seed=seed, lipschitz=1.0, include_representatives=False, clustering=cl)
+    s = sample(0)
+    assert (s.inclusion[far] == 1.0).all() and s.inclusion.sum() == pytest.approx(40)
+    free = (s.inclusion < 1) & (s.probabilities > 0)
+    ratio = s.inclusion[free] / s.sensitivities[free]
+    assert np.allclose(ratio, ratio[0])
+    hits = np.zeros(200)
+    for seed in range(400):
+        hits[sample(seed).draws] += 1
+    assert (hits[far] == 400).all()
+    assert np.abs(hits / 400 - s.inclusion).max() < 0.12
 
 
 def test_lambda_zero_with_constant_loss_is_uniform_with_weights_n_over_m():
@@ -81,12 +115,12 @@ def test_selector_weights_are_the_importance_weights_scaled_to_mean_one():
     kept = d["kept"].to_numpy()
     reps = d.filter(d["reason"] == "representative")
     assert reps.height == 4
-    # each drawn item's unbiased weight is count / ((m − k)·p), from its own detail
+    # each drawn item's unbiased weight is the spec's 1 / ((m − k)·p) = 1/π, from its own detail
     importance = np.array([t.get("importance_weight", 0.0) for t in detail])
-    for t, w in zip(detail, importance):
-        if "count" in t and not t.get("representative"):
-            assert w == pytest.approx(t["count"] / (16 * t["p"]))
-    assert sum(t.get("count", 0) for t in detail) == 16
+    drawn = [(t, w) for t, w in zip(detail, importance) if w > 0 and not t.get("representative")]
+    assert len(drawn) == 16 and kept.sum() == 20
+    for t, w in drawn:
+        assert w == pytest.approx(1 / (16 * t["p"])) and t["inclusion"] == pytest.approx(16 * t["p"])
     # the weight column is that, divided by its mean over the kept items
     weights = d["weight"].to_numpy()
     assert weights[kept].mean() == pytest.approx(1.0)
