@@ -66,6 +66,7 @@ def apply_selectors(
     context: SelectionContext | None = None,
     *,
     scores: pl.DataFrame | None = None,
+    candidates: pl.DataFrame | None = None,
     embed: Any = "default",
     coverage: Literal["auto", "clusters", "prompts"] = "auto",
     allow_empty: bool = False,
@@ -73,8 +74,9 @@ def apply_selectors(
 ) -> SelectionResult:
     """Run the selectors in order and report each step beside its random control.
 
-    Without a `context`, one is made for the pool (pairs if it has `pair_id`) with `scores`
-    and `embed` ("default": the project embedder, loaded only if a step needs it).
+    Without a `context`, one is made for the pool (pairs if it has `pair_id`) with `scores`,
+    `candidates` (who wrote each response) and `embed` ("default": the project embedder, loaded
+    only if a step needs it).
     `coverage`: "clusters" = k-means on prompt embeddings, "prompts" = distinct prompts,
     "auto" = clusters when the context has an embedder. A selection that keeps nothing raises
     (unless `allow_empty`), with the per-step counts. `control_draws`: random subsets per step.
@@ -86,6 +88,7 @@ def apply_selectors(
             id_column=id_column,
             scores=scores if scores is not None else schema.empty("scores"),
             embed=default_embedder() if embed == "default" else embed,
+            candidates=candidates,
         )
     if pool.height == 0:
         raise SelectionError("select: the pool is empty; nothing to select from")

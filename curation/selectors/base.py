@@ -93,8 +93,9 @@ class SelectionContext:
     pool (candidate_id, prompt_id, messages, text, meta; id column `candidate_id`).
     `scores` holds the `scores` table rows for the pool's items (pointwise scores of
     candidates and pairwise scores of pairs). `embed(texts)` turns strings into an (n, d)
-    float32 matrix (cached; MiniLM by default). Selectors ask for what they need through the
-    methods below, which raise `SelectionError` naming what is missing.
+    float32 matrix (cached; MiniLM by default). `candidates` (candidate_id, generator) says who
+    wrote each response. Selectors ask for what they need through the methods below, which raise
+    `SelectionError` naming what is missing.
     """
 
     id_column: str
@@ -102,6 +103,7 @@ class SelectionContext:
     embed: Callable[[list[str]], np.ndarray] | None = None
     stage: str = "select"
     cache: dict = field(default_factory=dict)
+    candidates: pl.DataFrame | None = None
 
     # ------------------------------------------------------------ what selectors ask for
 
@@ -177,6 +179,26 @@ class SelectionContext:
         chosen = self.values(scorer, pool.get_column("chosen_id").to_list())
         rejected = self.values(scorer, pool.get_column("rejected_id").to_list())
         return chosen - rejected
+
+    def pair_generators(self, pool: pl.DataFrame) -> tuple[list[str], list[str]] | None:
+        """The generator of each pair's chosen and rejected response, looked up by candidate id (so a
+        flip, which swaps the ids, swaps them too); None when the context has no `candidates`."""
+        if self.candidates is None:
+            return None
+        gen = self.candidates.select("candidate_id", "generator").unique("candidate_id", keep="first")
+        out = []
+        for side in ("chosen_id", "rejected_id"):
+            if side not in pool.columns:
+                raise SelectionError(f"{self.stage}: generators need a pairs pool with a {side!r} column")
+            looked = pool.select(side).join(gen, left_on=side, right_on="candidate_id", how="left", maintain_order="left")
+            missing = looked.filter(pl.col("generator").is_null())
+            if missing.height:
+                raise SelectionError(
+                    f"{self.stage}: {missing.height} {side.removesuffix('_id')} responses have no generator in the "
+                    f"candidates table (first: {missing[side][0]})"
+                )
+            out.append(looked["generator"].to_list())
+        return out[0], out[1]
 
     def embeddings(self, texts: list[str], key: str | None = None) -> np.ndarray:
         """Embeddings of `texts` through the context's embedder; cached under `key` when given."""

@@ -4,7 +4,9 @@ Methods (how strength μ, spread σ and the flagged set are computed):
 - `stacked` (default): every signal the pool has, combined by a cross-fitted stacked
   Bradley-Terry learner (`stacked_bt.py`): BT models on cheap response features (length,
   markdown structure, refusals, prompt overlap: `pair_features.py`), on TF-IDF word n-grams, on
-  the other labels of responses that appear in several pairs (`shared_responses`) and on MiniLM
+  the other labels of responses that appear in several pairs (`shared_responses`), on which
+  model wrote each response (`generators`: one BT strength per generator, from the candidates'
+  `generator`; a flip swaps the candidate ids and so the generators) and on MiniLM
   embeddings of prompt + response, plus the margins of every scorer in the run (`scores`,
   default: all that scored every pair). μ = the stacked margin, σ = the spread of the
   standardised member margins, p = σ(μ), a calibrated P(label right) (the stacker is fitted on
@@ -61,7 +63,7 @@ from curation.selectors.bt_head import fold_assignment
 log = logging.getLogger(__name__)
 
 Method = Literal["stacked", "ensemble", "bt_heads", "confidence", "consistency", "confident_learning"]
-Signal = Literal["features", "words", "shared_responses", "embeddings", "scores"]
+Signal = Literal["features", "words", "shared_responses", "generators", "embeddings", "scores"]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -80,7 +82,7 @@ class NoiseFilter(Selector):
             description="names of the scorers whose margins are compared (stacked: default every scorer of every pair)",
         )
         signals: list[Signal] = Field(
-            default_factory=lambda: ["features", "words", "shared_responses", "scores"],
+            default_factory=lambda: ["features", "words", "shared_responses", "generators", "scores"],
             min_length=1,
             description="stacked: the signals combined",
         )
@@ -205,7 +207,7 @@ class NoiseFilter(Selector):
         signals = self.config.signals
         blocks: dict[str, tuple] = {}
         self._skipped_signals: dict[str, str] = {}
-        if not any(s in signals for s in ("features", "words", "shared_responses", "embeddings")):
+        if not any(s in signals for s in ("features", "words", "shared_responses", "generators", "embeddings")):
             return blocks
         needed = ("chosen", "rejected") + (("chosen_id", "rejected_id") if "shared_responses" in signals else ())
         for col in needed:
@@ -232,6 +234,12 @@ class NoiseFilter(Selector):
                 blocks["shared_responses"] = (d / _rms_columns(d), 1e-3)
             else:
                 self._skipped_signals["shared_responses"] = "no response appears in more than one pair"
+        if "generators" in signals:
+            d, why = _generator_differences(pool, context)
+            if d is None:
+                self._skipped_signals["generators"] = why
+            else:
+                blocks["generators"] = (d, self.config.l2 * 0.1)
         if "embeddings" in signals:
             emb_c, emb_r = pair_embeddings(pool, context)
             d = (emb_c - emb_r).astype(np.float64)
@@ -335,6 +343,24 @@ def loss_bounded_flags(p: np.ndarray, min_confidence: float, max_good_loss: floa
     flagged = np.zeros(p.size, dtype=bool)
     flagged[order[expected_lost <= max_good_loss]] = True
     return flagged
+
+
+def _generator_differences(pool: pl.DataFrame, context: SelectionContext) -> tuple[np.ndarray | None, str]:
+    """One-hot(generator of chosen) − one-hot(generator of rejected): a BT model on it fits one
+    strength per generator (how often its responses win); None and why when it cannot tell anything."""
+    found = context.pair_generators(pool)
+    if found is None:
+        return None, "the selection context has no candidates table naming who wrote each response"
+    chosen, rejected = found
+    names = sorted(set(chosen) | set(rejected))
+    if len(names) < 2:
+        return None, f"every response has the same generator ({names[0]!r})"
+    index = {g: i for i, g in enumerate(names)}
+    d = np.zeros((len(chosen), len(names)))
+    rows = np.arange(len(chosen))
+    np.add.at(d, (rows, [index[g] for g in chosen]), 1.0)
+    np.add.at(d, (rows, [index[g] for g in rejected]), -1.0)
+    return d, ""
 
 
 def _rms_columns(d: np.ndarray) -> np.ndarray:

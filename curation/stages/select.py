@@ -51,8 +51,11 @@ class Select(Stage):
         else:
             from curation.select import apply_selectors
 
+            cands = tables.get("candidates")  # who wrote each response, for the noise filter
             result = apply_selectors(pool, [config_of(s) for s in recipe.select],
-                                     scores=read_table(ctx.store, tables, "scores"))
+                                     scores=read_table(ctx.store, tables, "scores"),
+                                     candidates=ctx.store.scan(cands).select("candidate_id", "generator").collect()
+                                     if cands is not None else None)
             decisions, summary = result.decisions, result.report
         return {"decisions": decisions, "select_report": pl.DataFrame({"report": [schema.dumps(summary)]})}
 
