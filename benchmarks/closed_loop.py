@@ -8,7 +8,12 @@ selection and version) is computed once. Every round evaluates the base policy, 
 on the selection and the random-pairs control on the same 500 held-out problems (greedy decoding);
 this script pools the per-problem outcomes over seeds and reports, per round, each model's accuracy
 and the paired bootstrap interval (over seeds and problems) of curated - base, curated - control
-and curated - the previous round's curated policy.
+and each side minus its previous round. It records which prompts each round's version holds (fresh
+ones per round with `round_prompts`) and what each round's control trained on.
+
+"seconds" and "cpu_seconds" are this invocation's; stages it found already computed by an earlier
+invocation are listed under "reused_from_earlier_runs" (their time is in no figure here), so a
+re-run over a full catalog says so instead of passing for the run's cost.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import time
 from pathlib import Path
 
@@ -25,11 +31,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def add_generators(seed_entry: dict, catalog) -> None:
-    """Each round's version and the checkpoint that generated it, from the catalog's lineage."""
-    for entry in seed_entry["rounds"].values():
+def add_lineage(seed_entry: dict, catalog) -> None:
+    """Each round's version, the checkpoint that generated it (the catalog's lineage), its prompts,
+    and how many of them an earlier round of the same seed already sampled."""
+    seen: set[str] = set()
+    for _, entry in sorted(seed_entry["rounds"].items()):
         if entry.get("version"):
             entry["generated_by"] = catalog.generated_by(entry["version"])
+            prompts = set(catalog.load(entry["version"], table="candidates")["prompt_id"])
+            entry.update(prompts_sampled=len(prompts), prompts_seen_in_earlier_rounds=len(prompts & seen))
+            seen |= prompts
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (vLLM's engine runs in one)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -47,11 +64,14 @@ def main() -> None:
 
     from curation.recipe import load_recipe
     from curation.stages import RunContext, read_record, run_recipe
+    from curation.stages.rounds import label as stage_label
     from curation.train.evaluate import bootstrap_interval, decoding
 
     recipe_path = Path(args.recipe).resolve()
     ctx = RunContext(str(Path(args.catalog).resolve()))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    computed: set[tuple[str, str]] = set()  # (stage, fingerprint) computed by this invocation
+    reused: list[str] = []  # stages an earlier invocation computed
     outcomes: dict[int, dict[str, list[list[float]]]] = {}  # round -> model -> one row per seed
     prompt_ids: list[str] | None = None
     per_seed = {}
@@ -69,6 +89,13 @@ def main() -> None:
             seeded.unlink()
         per_seed[seed] = {"seconds": round(time.perf_counter() - t0, 1), "rounds": {}}
         for report in reports:
+            key = (report.stage, report.fingerprint)
+            if not report.cached:
+                computed.add(key)
+            elif key not in computed:
+                reused.append(f"seed {seed}: {stage_label(report.stage, report.detail)}")
+            if report.stage == "train" and not report.detail.get("chain"):
+                per_seed[seed]["rounds"].setdefault(report.detail.get("round", 1), {})["control_pool"] = report.detail.get("control_pool")
             if report.stage == "publish":
                 per_seed[seed]["rounds"].setdefault(report.detail.get("round", 1), {})["version"] = report.detail["version"]
             if report.stage != "evaluate":
@@ -84,7 +111,7 @@ def main() -> None:
             per_seed[seed]["rounds"].setdefault(rnd, {}).update(
                 {label: round(float(np.mean(v)), 4) for label, v in record["per_prompt"].items()},
                 model=record["models"].get("after"))
-        add_generators(per_seed[seed], ctx.catalog())
+        add_lineage(per_seed[seed], ctx.catalog())
 
     rounds = {}
     for rnd, by_model in sorted(outcomes.items()):
@@ -96,8 +123,11 @@ def main() -> None:
         if "control" in mats:
             entry["curated_minus_control"] = bootstrap_interval(mats["after"], mats["control"])
             entry["control_minus_base"] = bootstrap_interval(mats["control"], base)
-        if rnd - 1 in outcomes:  # what the on-policy round added to the previous round's curated policy
-            entry["curated_minus_previous_round"] = bootstrap_interval(mats["after"], np.asarray(outcomes[rnd - 1]["after"]))
+        if rnd - 1 in outcomes:  # what the on-policy round added to each side's previous round
+            previous = {label: np.asarray(rows) for label, rows in outcomes[rnd - 1].items()}
+            entry["curated_minus_previous_round"] = bootstrap_interval(mats["after"], previous["after"])
+            if "control" in mats:
+                entry["control_minus_previous_round"] = bootstrap_interval(mats["control"], previous["control"])
         rounds[rnd] = entry
     result = {
         "benchmark": "closed_loop",
@@ -107,9 +137,16 @@ def main() -> None:
         "held_out_problems": len(prompt_ids or []),
         "decoding": decoding(load_recipe(recipe_path).evaluate),
         "interval": "95% percentile bootstrap, 2000 resamples of seeds and problems (paired)",
+        "round_prompts": load_recipe(recipe_path).round_prompts,
+        "control": "DPO on as many uniformly random pool pairs (no ties, no empty side) as the selection kept; from "
+                   "round 2 on the pool is the control's own: its previous round's model samples the round's prompts, "
+                   "the same scorers and pair builder pair them",
         "rounds": rounds,
         "per_seed": per_seed,
         "seconds": round(time.perf_counter() - started, 1),
+        "cpu_seconds": round(cpu_seconds() - cpu_started, 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "reused_from_earlier_runs": reused,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -123,6 +160,8 @@ def main() -> None:
             c = entry["curated_minus_control"]
             print(f"; curated - control {c['mean']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]", end="")
         print()
+    if reused:
+        print(f"note: {len(reused)} stage(s) came from an earlier invocation's catalog; seconds leave them out")
     print(f"wrote {out}")
 
 

@@ -32,9 +32,10 @@ TASK = "addition"
 HELDOUT = (200, 123)
 POOL = (256, 1)
 # examples/closed-loop.yaml: enough held-out problems (the quickstart's 200 first) for an interval
-# that can exclude zero, and a larger pool
+# that can exclude zero, and a larger pool: 512 fresh problems for each of its two rounds
 CLOSED_LOOP_HELDOUT = (500, HELDOUT[1])
-CLOSED_LOOP_POOL = (512, 2)
+CLOSED_LOOP_POOL = (1024, 2)
+QUICKSTART_RESERVED_POOL = 512  # of the closed-loop pool the quickstart's policy never sees (its build since 512 was all)
 CARRY_SHARE = 0.1  # of pre-training problems that carry: greedy decoding gets about half of unseen carries right
 _POLICY_MARKER = "curate_quickstart_policy.json"
 
@@ -111,9 +112,11 @@ def pool_problems(count: int, seed: int) -> list[tuple[int, int]]:
     return addition_problems(count, seed, exclude=heldout_problems(CLOSED_LOOP_HELDOUT[0]), carry=True)
 
 
-def reserved_problems() -> set[tuple[int, int]]:
-    """Every problem a recipe curates or evaluates on: pre-training never shows one."""
-    return heldout_problems(CLOSED_LOOP_HELDOUT[0]) | set(pool_problems(*POOL)) | set(pool_problems(*CLOSED_LOOP_POOL))
+def reserved_problems(closed_loop_pool: int = QUICKSTART_RESERVED_POOL) -> set[tuple[int, int]]:
+    """Every problem a recipe curates or evaluates on: pre-training never shows one. Of the closed
+    loop's pool, the first `closed_loop_pool` (the same draw for every count, like the held-out set)."""
+    return (heldout_problems(CLOSED_LOOP_HELDOUT[0]) | set(pool_problems(*POOL))
+            | set(pool_problems(closed_loop_pool, CLOSED_LOOP_POOL[1])))
 
 
 def write_quickstart_data(folder: str | os.PathLike) -> tuple[Path, Path]:
@@ -124,17 +127,20 @@ def write_quickstart_data(folder: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def write_closed_loop_data(folder: str | os.PathLike) -> tuple[Path, Path]:
-    """examples/closed-loop.yaml's prompt files: 512 pool problems and 500 held-out ones (disjoint)."""
+    """examples/closed-loop.yaml's prompt files: 1,024 pool problems (512 fresh ones per round) and
+    500 held-out ones (disjoint)."""
     folder = Path(folder)
     n_held, n_pool = CLOSED_LOOP_HELDOUT[0], CLOSED_LOOP_POOL[0]
     heldout = _write_problems(folder / f"addition-heldout-{n_held}.jsonl", addition_problems(*CLOSED_LOOP_HELDOUT, carry=True))
     return _write_problems(folder / f"addition-pool-{n_pool}.jsonl", pool_problems(*CLOSED_LOOP_POOL)), heldout
 
 
-def build_policy(path: str | os.PathLike, **options) -> Path:
+def build_policy(path: str | os.PathLike, *, closed_loop_pool: int = QUICKSTART_RESERVED_POOL, **options) -> Path:
     """The recipe's `quickstart_policy` model builder: the tiny policy, never shown a problem that a
-    recipe curates or evaluates on."""
-    return pretrain_policy(path, holdout=reserved_problems(), **options)
+    recipe curates or evaluates on. `closed_loop_pool`: how many closed-loop pool problems it never
+    sees; examples/closed-loop.yaml reserves all 1,024 (its second round's problems must be as new as
+    its first's), the quickstart keeps the 512 it was built with (the same policy as before)."""
+    return pretrain_policy(path, holdout=reserved_problems(closed_loop_pool), **options)
 
 
 def is_correct(response: str | None, answer: str) -> bool:
@@ -243,9 +249,12 @@ def pretrain_policy(
     return path
 
 
-# the builder's options are pretrain_policy's (the recipe checks them at load), less the problems it reserves
+# the builder's options are pretrain_policy's (the recipe checks them at load), less the problems it
+# reserves, plus how many of the closed-loop pool those are
 build_policy.__signature__ = inspect.signature(pretrain_policy).replace(
-    parameters=[p for p in inspect.signature(pretrain_policy).parameters.values() if p.name != "holdout"])
+    parameters=[*(p for p in inspect.signature(pretrain_policy).parameters.values() if p.name != "holdout"),
+                inspect.Parameter("closed_loop_pool", inspect.Parameter.KEYWORD_ONLY, default=QUICKSTART_RESERVED_POOL,
+                                  annotation=int)])
 
 
 def task_accuracy(model_path: str | os.PathLike, prompts: pl.DataFrame, batch_size: int = 128) -> float:

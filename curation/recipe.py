@@ -120,6 +120,9 @@ class Recipe(_Section):
     train: SerializeAsAny[ComponentConfig] | None = None
     evaluate: SerializeAsAny[ComponentConfig] | None = None
     rounds: int = Field(1, ge=1, description="on-policy rounds: round N generates with round N-1's policy")
+    round_prompts: int | None = Field(
+        None, ge=1, description="fresh prompts per round: round N samples the N-th of disjoint random shares of this "
+                                "many source prompts (unset: every round samples all of them)")
 
     path: Path | None = Field(None, exclude=True)  # the file it was loaded from
 
@@ -142,6 +145,8 @@ class Recipe(_Section):
             check_judge_independent(self.evaluate, self.score)
         if self.rounds > 1 and (self.generate is None or self.train is None):
             raise ValueError("`rounds` > 1 needs both `generate` and `train` (round N generates with round N-1's policy)")
+        if self.round_prompts is not None and self.generate is None:
+            raise ValueError("`round_prompts` needs `generate` (it chooses the prompts each round samples)")
         return self
 
     @property
@@ -335,7 +340,7 @@ def validate_recipe(
     recipe = None
     unknown = [k for k in data if k not in Recipe.model_fields or k == "path"]
     for key in unknown:
-        problems.append(Problem((key,), "unknown section" + _suggest(key, [*STAGES, "name", "models", "rounds"])))
+        problems.append(Problem((key,), "unknown section" + _suggest(key, [*STAGES, "name", "models", "rounds", "round_prompts"])))
         data.pop(key)
     try:
         recipe = Recipe.model_validate({**data, "path": path}, context=context)

@@ -27,7 +27,10 @@ def test_problems_are_distinct_deterministic_and_exclude_what_is_held_out():
     assert all(qs.carries(*p) for p in held)  # the skill pre-training leaves under-trained
     pools = set(qs.pool_problems(*qs.POOL)) | set(qs.pool_problems(*qs.CLOSED_LOOP_POOL))
     assert all(qs.carries(*p) for p in pools) and not held & pools
-    assert qs.reserved_problems() == held | pools  # what pre-training never shows
+    assert qs.reserved_problems(qs.CLOSED_LOOP_POOL[0]) == held | pools  # what the closed loop's policy never sees
+    # the quickstart's policy reserves the first 512 of the closed-loop pool (its build before rounds took fresh problems)
+    first = set(qs.pool_problems(qs.QUICKSTART_RESERVED_POOL, qs.CLOSED_LOOP_POOL[1]))
+    assert qs.reserved_problems() == held | set(qs.pool_problems(*qs.POOL)) | first and first < pools
     assert qs.heldout_problems() < held and len(held) == 500
     with pytest.raises(ValueError, match="cannot draw"):
         qs.addition_problems(82, seed=0, digits=1)
@@ -41,7 +44,7 @@ def test_shipped_prompt_files_are_the_ones_the_code_makes(tmp_path):
     assert pool.read_bytes() == (EXAMPLES / "data" / "addition-pool.jsonl").read_bytes()
     assert heldout.read_bytes() == (EXAMPLES / "data" / "addition-heldout.jsonl").read_bytes()
     big_pool, big_heldout = qs.write_closed_loop_data(tmp_path)
-    assert big_pool.read_bytes() == (EXAMPLES / "data" / "addition-pool-512.jsonl").read_bytes()
+    assert big_pool.read_bytes() == (EXAMPLES / "data" / "addition-pool-1024.jsonl").read_bytes()
     assert big_heldout.read_bytes() == (EXAMPLES / "data" / "addition-heldout-500.jsonl").read_bytes()
     # the closed loop's 500 held-out problems start with the quickstart's 200
     assert big_heldout.read_text().splitlines()[:200] == heldout.read_text().splitlines()
@@ -133,6 +136,8 @@ def test_closed_loop_recipe_evaluates_on_problems_its_policy_never_saw():
 
     recipe = load_recipe(EXAMPLES / "closed-loop.yaml")
     assert recipe.rounds == 2 and recipe.evaluate.control and recipe.evaluate.win_rate_prompts == 500
+    pool = Path(recipe.sources[0].path).read_text().splitlines()
+    assert recipe.round_prompts * recipe.rounds == len(pool) == 1024  # each round its own fresh problems
     heldout = Path(recipe.evaluate.prompts)
     assert heldout.name == "addition-heldout-500.jsonl" and len(heldout.read_text().splitlines()) == 500
     assert any(m.build == "quickstart_policy" for m in recipe.models)
@@ -141,4 +146,5 @@ def test_closed_loop_recipe_evaluates_on_problems_its_policy_never_saw():
         for path in (shown.evaluate.prompts, *(s.path for s in shown.sources)):
             problems = {tuple(map(int, json.loads(line)["messages"][0]["content"].rstrip("=").split("+")))
                         for line in Path(path).read_text().splitlines()}
-            assert problems <= qs.reserved_problems()
+            options = next(m.options for m in shown.models if m.build == "quickstart_policy")
+            assert problems <= qs.reserved_problems(options.get("closed_loop_pool", qs.QUICKSTART_RESERVED_POOL))

@@ -138,3 +138,9 @@ def test_a_model_builder_option_it_does_not_take_fails_at_load(tmp_path):
     recipe["models"][0]["options"] = {"steps": 10}
     path.write_text(yaml.safe_dump(recipe))
     load_recipe(path)
+
+
+def test_fresh_prompts_per_round_need_a_generator(recipe_dir):
+    found = problems(write(recipe_dir, "name: x\nround_prompts: 3\nsources:\n  - {path: data/hh.jsonl.gz}\n"))
+    assert any("round_prompts" in message and "generate" in message for _, _, message in found)
+    assert load_recipe(write(recipe_dir, EXAMPLE + "round_prompts: 3\n")).round_prompts == 3

@@ -97,6 +97,8 @@ def _stdout_for_json_only():
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    from curation.stages.rounds import label
+
     table = Table(title=f"curate run {summary['recipe']}: {summary['seconds']:.0f}s, catalog {summary['catalog']}")
     for col in ("stage", "rows in", "rows out", "cached", "calls", "cache hits", "tokens", "errors", "time"):
         table.add_column(col, justify="left" if col in ("stage", "cached") else "right", no_wrap=True)
@@ -104,7 +106,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         cache = "yes" if s["cached"] else "-"
         if s["shards"]:
             cache = f"{s['shards_cached']}/{s['shards']} shards"
-        name = f"{s['stage']} (round {s['detail']['round']})" if (s.get("detail") or {}).get("round") else s["stage"]
+        name = label(s["stage"], s.get("detail"))
         table.add_row(name, str(s["rows_in"]), str(s["rows_out"]), cache, str(s["calls"]), str(s["cache_hits"]),
                       str(s["tokens"]), str(s["errors"]), f"{s['seconds']:.1f}s")
     console.print(table)

@@ -40,12 +40,21 @@ def _yaml_section(path: Path | None, section: str) -> dict[str, Any]:
     return dict(data.get(section, data))
 
 
-def _metrics_table(title: str, metrics: dict[str, Any]) -> Table:
+def _metrics_table(title: str, metrics: dict[str, Any], intervals: dict[str, dict[str, float]] | None = None) -> Table:
+    """One row per metric; with `intervals`, a 95% CI column and no separate _low / _high rows."""
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
+    bounds = {f"{name}_{end}" for name in intervals or {} for end in ("low", "high")}
+    if intervals:
+        table.add_column("95% CI", justify="right")
     for k, v in metrics.items():
-        table.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        if k in bounds:
+            continue
+        row = [k, f"{v:.4g}" if isinstance(v, float) else str(v)]
+        if intervals:
+            row.append(f"{intervals[k]['low']:.4g} to {intervals[k]['high']:.4g}" if k in intervals else "")
+        table.add_row(*row)
     return table
 
 
@@ -109,6 +118,9 @@ def train_cmd(
         console.print(f"resumed from {result.resumed_from}")
 
 
+INTERVAL = "95% percentile bootstrap over the held-out items (pairs or prompts), 2000 resamples"
+
+
 @app.command("eval")
 def eval_cmd(
     run: str = typer.Argument(..., help="Run folder written by `curate train` (or a local model folder)"),
@@ -154,8 +166,10 @@ def eval_cmd(
         warn(w)
     if as_json:
         print_json({"kind": result.kind, "data": result.data, "data_fingerprint": result.data_fingerprint,
-                    "eval_id": result.eval_id, "judge": result.judge, "warnings": result.warnings, "metrics": result.metrics})
+                    "eval_id": result.eval_id, "judge": result.judge, "warnings": result.warnings, "metrics": result.metrics,
+                    "intervals": result.intervals, "interval": INTERVAL})
         return
-    console.print(_metrics_table(f"{result.kind} {run} on {result.data}", result.metrics))
+    console.print(_metrics_table(f"{result.kind} {run} on {result.data}", result.metrics, result.intervals))
+    console.print(f"intervals: {INTERVAL}")
     if result.eval_id:
         console.print(Text.assemble("recorded evaluation ", (result.eval_id, "bold")))

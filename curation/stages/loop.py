@@ -17,7 +17,14 @@ from typing import Any, Callable, Protocol
 
 from curation.recipe import STAGES, Recipe, model_builder
 from curation.stages import evaluate, generate, pairs, publish, score, select, sources, train
-from curation.stages.rounds import start_round
+from curation.stages.rounds import (
+    CONTROL_CHAIN,
+    control_pool_tables,
+    control_tables,
+    label,
+    round_sources,
+    start_round,
+)
 from curation.stages.sharded import ShardedStage, run_sharded
 from curation.stages.stage import RunContext, Stage, Tables, execute
 from curation.stats import Stats
@@ -85,7 +92,10 @@ def walk(
     """Run the recipe's stages in order through `executor`: tables, stats and the run record.
 
     With `rounds: N`, rounds 2..N run every stage after sources again, from the sources' tables
-    and a round record (`curation.stages.rounds`); each report's detail names its round.
+    (with `round_prompts`, the round's own share of them) and a round record
+    (`curation.stages.rounds`); each report's detail names its round. From round 2 on, a run with
+    a random-pairs control runs generate, score and pairs a second time before train, on the
+    control's own samples (the report's detail says chain: control).
     The run (its recipe and every stage's stats) is stored in the catalog when the loop ends,
     completed or failed; publish links the version it makes to the same run id.
     """
@@ -101,19 +111,19 @@ def walk(
                 if "train" not in tables:  # --until stopped before train: nothing to sample the next round with
                     break
                 tables = start_round(index, recipe, sources, tables, executor.ctx)
+                start = tables  # what the round starts from: the control's chain starts there too
             for name in stage_order(until):
                 stage = BY_NAME[name]
                 if not stage.applies(recipe) or (index > 1 and name == "sources"):
                     continue
-                run["stats"] = _stats(reports)  # what publish stores with the version
-                tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
+                if name == "train" and index > 1 and (chain := control_tables(start, executor.ctx)) is not None:
+                    for step in (s for s in CONTROL_CHAIN if BY_NAME[s].applies(recipe)):  # samples, scores, pairs on its own
+                        chain = _step(BY_NAME[step], chain, executor, run, reports, on_stage, index, recipe, "control")
+                    tables = {**tables, **control_pool_tables(chain)}
+                tables = _step(stage, tables, executor, run, reports, on_stage, index, recipe)
                 if name == "sources":
                     sources = dict(tables)
-                if recipe.rounds > 1:
-                    report.detail["round"] = index
-                reports.append(report)
-                if on_stage:
-                    on_stage(report)
+                    tables = {**tables, **round_sources(1, recipe, sources, executor.ctx)}
     except BaseException:
         _record(executor.ctx, run, reports, "failed")
         raise
@@ -121,9 +131,24 @@ def walk(
     return tables, reports, run
 
 
+def _step(stage: Stage, tables: Tables, executor: Executor, run: dict[str, Any], reports: list[Stats],
+          on_stage: Callable[[Stats], None] | None, index: int, recipe: Recipe, chain: str | None = None) -> Tables:
+    """One stage through the executor; its report (named by round and chain) joins the run's."""
+    run["stats"] = _stats(reports)  # what publish stores with the version
+    tables, report = executor.sharded(stage, tables) if isinstance(stage, ShardedStage) else executor.stage(stage, tables, run)
+    if recipe.rounds > 1:
+        report.detail["round"] = index
+    if chain:
+        report.detail["chain"] = chain
+    reports.append(report)
+    if on_stage:
+        on_stage(report)
+    return tables
+
+
 def _stats(reports: list[Stats]) -> dict[str, Any]:
-    """Every stage's stats by name ("train", or "train (round 2)" when the run has rounds)."""
-    return {f"{r.stage} (round {r.detail['round']})" if r.detail.get("round") else r.stage: r.to_dict() for r in reports}
+    """Every stage's stats by name ("train", "train (round 2)", "generate (round 2, control)")."""
+    return {label(r.stage, r.detail): r.to_dict() for r in reports}
 
 
 def _record(ctx: RunContext, run: dict[str, Any], reports: list[Stats], status: str) -> None:

@@ -18,12 +18,16 @@ from curation.stages.stage import (
     StageError,
     Tables,
     fingerprint,
+    fingerprints,
     read_record,
     record_frame,
 )
 from curation.stats import Stats
 from curation.store import ArtifactStore
 from curation.train.trainer import LENGTH_COUNTS
+
+CONTROL_PREFIX = "control."  # the control chain's own pool tables ("control.pairs" ...), from round 2 on
+CONTROL_TABLES = tuple(CONTROL_PREFIX + t for t in ("prompts", "candidates", "pairs", "scores"))
 
 
 def policy_base(recipe: Recipe) -> str | None:
@@ -34,8 +38,10 @@ def policy_base(recipe: Recipe) -> str | None:
 
 def random_control(store: ArtifactStore, tables: Tables, n: int, seed: int) -> pl.DataFrame:
     """A uniform random set of `n` trainable pool pairs (no ties, both sides non-empty): what the
-    selection is measured against."""
-    pool = pair_pool(store, tables)
+    selection is measured against. From round 2 on the pool is the control chain's own (sampled by
+    the control's previous model), when the run has one; else the round's pool."""
+    own = {name.removeprefix(CONTROL_PREFIX): ref for name, ref in tables.items() if name in CONTROL_TABLES}
+    pool = pair_pool(store, own or tables)
     usable = (pl.col("chosen").str.strip_chars().str.len_chars() > 0) & (pl.col("rejected").str.strip_chars().str.len_chars() > 0)
     pool = pool.filter(~tie_mask(pool)).filter(usable)
     idx = sorted(random.Random(seed).sample(range(pool.height), min(n, pool.height)))
@@ -79,7 +85,8 @@ class Train(Stage):
             raise StageError("stage train: the recipe has no `train` section")
         cfg = _config(recipe, tables)
         control = _control(recipe) and _control_start(tables, cfg)
-        return fingerprint("train", cfg, read_record(tables["publish"])["fingerprint"], control)
+        own_pool = [fingerprints(tables, *CONTROL_TABLES)] if control and CONTROL_TABLES[0] in tables else []
+        return fingerprint("train", cfg, read_record(tables["publish"])["fingerprint"], control, *own_pool)
 
     def context(self, recipe: Recipe) -> str:
         return f" (method {recipe.train.method})"
@@ -102,13 +109,14 @@ class Train(Stage):
             rows = random_control(ctx.store, tables, n=int(version["rows"]), seed=recipe.publish.seed + cfg["seed"])
             ctl = train(rows, {**cfg, "model": _control_start(tables, cfg), "out": str(models_dir / f"{recipe.name}-{fp}-control"),
                                "record": False})
-            record.update(control_model=str(ctl.path), control_rows=rows.height, control_metrics=ctl.metrics)
+            record.update(control_model=str(ctl.path), control_rows=rows.height, control_metrics=ctl.metrics,
+                          control_pool="its own samples" if CONTROL_TABLES[0] in tables else "this round's pool")
         return {"train": record_frame(record)}
 
     def summarize(self, recipe: Recipe, tables: Tables, report: Stats) -> None:
         record = read_record(tables["train"])
         report.rows_out = 1 + ("control_model" in record)
-        report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows")}
+        report.detail = {k: record.get(k) for k in ("model", "model_id", "control_model", "control_rows", "control_pool")}
         for prefix, metrics in (("", record.get("metrics")), ("control ", record.get("control_metrics"))):
             for name in LENGTH_COUNTS:  # what TRL dropped or cut for max_length, which it does not say
                 report.add(f"{prefix}{name.replace('_', ' ')}", int((metrics or {}).get(name, 0)))

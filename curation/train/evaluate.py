@@ -1,5 +1,9 @@
 """`evaluate(...)`: what curation is for, measured on held-out data.
 
+Every accuracy and rate comes with its 95% percentile bootstrap interval over the held-out items
+(`<metric>_low` / `<metric>_high` beside it, and `EvalResult.intervals`): a number from a few
+hundred pairs or prompts is only as good as its noise.
+
 Reward models: pairwise accuracy on held-out pairs (ties in the data excluded and counted; equal
 scores count 1/2) and calibration of σ(r_chosen - r_rejected): expected calibration error over
 confidence bins in [0.5, 1], Brier score and log loss.
@@ -47,14 +51,31 @@ class EvalResult:
     per_pair: pl.DataFrame | None = None
     per_prompt: pl.DataFrame | None = None  # verify: prompt_id, correct (share of the n samples right)
 
+    @property
+    def intervals(self) -> dict[str, dict[str, float]]:
+        """Each metric that has an interval: {"mean", "low", "high"} (95% bootstrap over the items)."""
+        return {name: {"mean": value, "low": self.metrics[f"{name}_low"], "high": self.metrics[f"{name}_high"]}
+                for name, value in self.metrics.items() if f"{name}_low" in self.metrics and f"{name}_high" in self.metrics}
+
 
 # ---------------------------------------------------------------- pure metrics
 
 
+def pairwise_wins(chosen: list[float], rejected: list[float]) -> list[float]:
+    """Per pair: 1 when the chosen side scores higher, 1/2 on equal scores, else 0."""
+    return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
+
+
 def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
     """Share of pairs where the chosen side scores higher; equal scores count 1/2."""
-    wins = [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
+    wins = pairwise_wins(chosen, rejected)
     return sum(wins) / len(wins)
+
+
+def with_interval(name: str, outcomes: list[float], seed: int = 0) -> dict[str, float]:
+    """`name` (the mean of per-item outcomes) with `name_low` / `name_high`: its 95% bootstrap interval."""
+    iv = bootstrap_interval(outcomes, seed=seed)
+    return {name: iv["mean"], f"{name}_low": iv["low"], f"{name}_high": iv["high"]}
 
 
 def calibration(margins: list[float], bins: int = 10) -> dict[str, float]:
@@ -389,7 +410,7 @@ def _evaluate_reward(path: Path, rows: pl.DataFrame, cfg: EvaluateConfig) -> tup
     chosen = [float(value[f"c{i}"]) for i in range(n)]
     rejected = [float(value[f"r{i}"]) for i in range(n)]
     margins = [c - r for c, r in zip(chosen, rejected)]
-    metrics = {"pairs": float(n), "accuracy": pairwise_accuracy(chosen, rejected),
+    metrics = {"pairs": float(n), **with_interval("accuracy", pairwise_wins(chosen, rejected), cfg.seed),
                "score_ties": float(sum(1 for m in margins if m == 0)), "mean_margin": sum(margins) / n}
     metrics.update(calibration(margins, cfg.calibration_bins))
     per_pair = pl.DataFrame({"pair_id": rows["pair_id"], "chosen_score": chosen, "rejected_score": rejected, "margin": margins})
@@ -420,9 +441,10 @@ def _evaluate_policy(path: Path, run: dict[str, Any], rows: pl.DataFrame | None,
         reward_c = [beta * (a - b) for a, b in zip(pc, rc)]
         reward_r = [beta * (a - b) for a, b in zip(pr, rr)]
         metrics["pairs"] = float(rows.height)
-        metrics["implicit_reward_accuracy"] = pairwise_accuracy(reward_c, reward_r)
+        metrics.update(with_interval("implicit_reward_accuracy", pairwise_wins(reward_c, reward_r), cfg.seed))
         metrics["implicit_reward_margin"] = sum(c - r for c, r in zip(reward_c, reward_r)) / rows.height
-        metrics["avg_logp_accuracy"] = pairwise_accuracy([a / max(n, 1) for a, n in zip(pc, nc)], [a / max(n, 1) for a, n in zip(pr, nr)])
+        metrics.update(with_interval("avg_logp_accuracy", pairwise_wins([a / max(n, 1) for a, n in zip(pc, nc)],
+                                                                        [a / max(n, 1) for a, n in zip(pr, nr)]), cfg.seed))
         per_pair = pl.DataFrame({"pair_id": rows["pair_id"], "reward_chosen": reward_c, "reward_rejected": reward_r})
     if cfg.judge is not None:
         metrics.update(_win_rate(policy, reference, tok, _held_out_prompts(rows, prompts, cfg.win_rate_prompts), cfg))
@@ -475,7 +497,7 @@ def _win_rate(policy: Any, reference: Any, tok: Any, prompts: pl.DataFrame, cfg:
         raise ModelError(f"judge {cfg.judge['name']!r} returned no verdicts on {len(ids)} prompts")  # type: ignore[index]
     wins = [float(o) for o, _ in judged]
     return {
-        "win_rate": sum(wins) / len(wins),
+        **with_interval("win_rate", wins, cfg.seed),
         "win_rate_lc": length_controlled_win_rate(wins, [float(d) for _, d in judged]),
         "win_rate_prompts": float(len(judged)),
         "win_rate_unjudged": float(len(ids) - len(judged)),
@@ -515,9 +537,7 @@ def _verify(policy: Any, tok: Any, prompts: pl.DataFrame, cfg: EvaluateConfig) -
     vals = dict(zip(*scorer.score(rows).select("target_id", "value").to_dict(as_series=False).values()))
     correct = [sum(1 for j in range(cfg.n) if (vals.get(f"{i}:{j}") or 0) >= 1) for i in range(len(ids))]
     share = [pass_at_k(cfg.n, c, 1) for c in correct]
-    out = {"verify_prompts": float(len(ids)), "pass@1": sum(share) / len(ids)}
+    out = {"verify_prompts": float(len(ids)), **with_interval("pass@1", share, cfg.seed)}
     if cfg.n > 1:
-        out[f"pass@{cfg.n}"] = sum(pass_at_k(cfg.n, c, cfg.n) for c in correct) / len(ids)
-    interval = bootstrap_interval(share, seed=cfg.seed)
-    out["pass@1_low"], out["pass@1_high"] = interval["low"], interval["high"]
+        out.update(with_interval(f"pass@{cfg.n}", [pass_at_k(cfg.n, c, cfg.n) for c in correct], cfg.seed))
     return out, pl.DataFrame({"prompt_id": ids, "correct": share}, schema={"prompt_id": pl.String, "correct": pl.Float64})

@@ -1,4 +1,5 @@
-"""`rounds: 2` run as a Prefect flow: round 2's stages run as tasks, its version names round 1's checkpoint."""
+"""`rounds: 2` run as a Prefect flow: round 2's stages (the control's own chain too) run as tasks, its
+version names round 1's checkpoint."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ def test_two_rounds_as_a_flow_are_linked_and_evaluated(tmp_path, tiny_chat, tiny
     from curation.flows.pipeline import run_flow
 
     summary = run_flow(str(_recipe(tmp_path, tiny_chat, tiny_rm)), str(tmp_path / "catalog"))
-    stages = [((s.get("detail") or {}).get("round"), s["stage"]) for s in summary["stages"]]
-    assert [s for r, s in stages if r == 2] == ["generate", "score", "pairs", "select", "publish", "train", "evaluate"]
-    by_round = {k: s for k, s in zip(stages, summary["stages"])}
+    stages = [((s.get("detail") or {}).get("round"), s["stage"], (s.get("detail") or {}).get("chain")) for s in summary["stages"]]
+    assert [(s, c) for r, s, c in stages if r == 2] == [
+        ("generate", None), ("score", None), ("pairs", None), ("select", None), ("publish", None),
+        ("generate", "control"), ("score", "control"), ("pairs", "control"), ("train", None), ("evaluate", None)]
+    by_round = {(r, s): x for (r, s, c), x in zip(stages, summary["stages"]) if c is None}
     catalog = open_catalog(tmp_path / "catalog")
     v1, v2 = by_round[1, "publish"]["detail"]["version"], by_round[2, "publish"]["detail"]["version"]
     assert summary["version"] == v2 == "rounds@v2"

@@ -1,4 +1,5 @@
-"""Two on-policy rounds in one run: round 2 samples with round 1's checkpoint and says so."""
+"""Two on-policy rounds in one run: round 2 samples fresh prompts with round 1's checkpoint and says
+so; the random-pairs control samples its own pool with its own previous model."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def _recipe(tmp: Path, tiny_chat: Path, tiny_rm: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "rounds",
         "rounds": 2,
+        "round_prompts": 3,  # 6 pool prompts: each round its own 3
         "sources": [{"path": "pool.jsonl"}],
         # a relative path, `..` and all: the version records the folder normalised
         "generate": {"backend": "transformers", "model": os.path.relpath(tiny_chat, tmp), "n": 2, "sampling": {"max_tokens": 4, "seed": 1}},
@@ -38,10 +40,14 @@ def test_two_rounds_are_linked_evaluated_and_recorded(tmp_path, tiny_chat, tiny_
     recipe = load_recipe(_recipe(tmp_path, tiny_chat, tiny_rm))
     catalog_root = tmp_path / "catalog"
     tables, reports = run_recipe(recipe, catalog_root)
-    rounds = [(r.detail.get("round"), r.stage) for r in reports]
-    assert rounds[0] == (1, "sources") and (2, "sources") not in rounds
-    assert [s for k, s in rounds if k == 2] == ["generate", "score", "pairs", "select", "publish", "train", "evaluate"]
-    by_round = {(r.detail["round"], r.stage): r for r in reports}
+    rounds = [(r.detail.get("round"), r.stage, r.detail.get("chain")) for r in reports]
+    assert rounds[0] == (1, "sources", None) and (2, "sources", None) not in rounds
+    assert [s for k, s, c in rounds if k == 1] == ["sources", "generate", "score", "pairs", "select", "publish", "train", "evaluate"]
+    assert [(s, c) for k, s, c in rounds if k == 2] == [
+        ("generate", None), ("score", None), ("pairs", None), ("select", None), ("publish", None),
+        ("generate", "control"), ("score", "control"), ("pairs", "control"), ("train", None), ("evaluate", None)]
+    by_round = {(r.detail["round"], r.stage): r for r in reports if not r.detail.get("chain")}
+    control_gen = next(r for r in reports if r.detail.get("chain") == "control" and r.stage == "generate")
 
     catalog = open_catalog(catalog_root)
     v1, v2 = by_round[1, "publish"].detail["version"], by_round[2, "publish"].detail["version"]
@@ -60,6 +66,25 @@ def test_two_rounds_are_linked_evaluated_and_recorded(tmp_path, tiny_chat, tiny_
     generators = set(catalog.load(v2, table="candidates")["generator"])
     assert generators and all(f":{Path(train1['model']).name}#" in g for g in generators)
     assert all(f":{tiny_chat.name}#" in g for g in catalog.load(v1, table="candidates")["generator"])
+
+    # each round sampled its own 3 of the 6 pool prompts: round 2 never re-samples round 1's
+    pool = set(catalog.load(v1, table="prompts")["prompt_id"]) | set(catalog.load(v2, table="prompts")["prompt_id"])
+    prompts = {v: set(catalog.load(v, table="candidates")["prompt_id"]) for v in (v1, v2)}
+    assert len(prompts[v1]) == len(prompts[v2]) == 3 and not prompts[v1] & prompts[v2] and len(pool) == 6
+    assert gen1.rows_in == gen2.rows_in == control_gen.rows_in == 3
+
+    # the control's round-2 pairs come from its own samples: its round-1 model generated them, on round 2's prompts
+    from curation.stages import random_control
+    from curation.stages.stage import RunContext
+
+    store = RunContext(str(catalog_root)).store
+    assert train2["control_pool"] == "its own samples" and train1["control_pool"] == "this round's pool"
+    own = store.read(tables["control.candidates"])
+    assert own.height and all(f":{Path(train1['control_model']).name}#" in g for g in own["generator"]), (own["generator"][0], train1["control_model"])
+    assert set(own["prompt_id"]) == prompts[v2]
+    picked = random_control(store, tables, n=4, seed=0)
+    assert picked.height and set(picked["chosen_id"]) <= set(own["candidate_id"])
+    assert not set(picked["chosen_id"]) & set(catalog.load(v2, table="candidates")["candidate_id"])
 
     # accuracy per round, against the same base policy, with intervals, in the summary and the catalog
     for k in (1, 2):
@@ -89,3 +114,16 @@ def test_two_rounds_are_linked_evaluated_and_recorded(tmp_path, tiny_chat, tiny_
     _, again = run_recipe(recipe, catalog_root)
     assert all(r.cached for r in again) and sum(r.calls for r in again) == 0
     assert catalog.versions("rounds")["version"].to_list() == [1, 2]
+
+
+def test_too_few_prompts_for_fresh_rounds_fail_before_round_one(tmp_path, tiny_chat, tiny_rm):
+    import pytest
+
+    from curation.stages import StageError
+
+    path = _recipe(tmp_path, tiny_chat, tiny_rm)
+    spec = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**spec, "round_prompts": 4}))  # 2 rounds x 4 > the 6 pool prompts
+    with pytest.raises(StageError, match=r"round_prompts: 4.*rounds: 2.*needs 8 .*the sources have 6"):
+        run_recipe(load_recipe(path), tmp_path / "catalog")
+    assert not (tmp_path / "catalog" / "cache" / "generate").exists()  # nothing was sampled

@@ -31,6 +31,13 @@ def test_train_then_eval_through_the_cli(tiny_rm, hh_catalog, tmp_path):
     ev = json.loads(res.stdout)
     assert ev["kind"] == "reward" and ev["eval_id"] and 0.0 <= ev["metrics"]["accuracy"] <= 1.0
     assert ev["eval_id"] in hh_catalog.evaluations()["eval_id"].to_list()
+    iv = ev["intervals"]["accuracy"]  # the accuracy with its interval over the held-out pairs
+    assert iv["low"] <= iv["mean"] == ev["metrics"]["accuracy"] <= iv["high"] and "bootstrap" in ev["interval"]
+    res = runner.invoke(app, ["eval", str(out), "--pairs", "hh@v1:test", "--catalog", str(hh_catalog.root)])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if line.strip("│ ").startswith("accuracy "))
+    assert "95% CI" in res.output and f"{iv['low']:.4g} to {iv['high']:.4g}" in row
+    assert "accuracy_low" not in res.output  # the bounds sit in the interval column, not as rows of their own
 
 
 def test_cli_errors_are_clear_and_early(tiny_chat, hh_catalog, tmp_path):

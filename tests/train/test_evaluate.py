@@ -121,6 +121,10 @@ def test_reward_model_right_on_three_of_four_pairs_reports_075(tiny_rm):
     assert res.kind == "reward"
     assert res.metrics["accuracy"] == 0.75
     assert res.metrics["pairs"] == 4 and res.metrics["ties_excluded"] == 1
+    # its interval is the bootstrap of the four per-pair outcomes: wide on four pairs, around 0.75
+    iv = res.intervals["accuracy"]
+    assert iv["low"] <= 0.5 and iv["low"] < iv["mean"] == 0.75 <= iv["high"]
+    assert (res.metrics["accuracy_low"], res.metrics["accuracy_high"]) == (iv["low"], iv["high"])
     margins = res.per_pair["margin"].to_list()
     assert sum(m > 0 for m in margins) == 3
     assert res.metrics["ece"] == pytest.approx(calibration(margins)["ece"])
@@ -157,6 +161,9 @@ def test_policy_implicit_reward_and_judged_win_rate(trained, hh_catalog, tiny_rm
     assert 0.0 <= m["implicit_reward_accuracy"] <= 1.0
     assert m["win_rate_prompts"] + m["win_rate_unjudged"] == 3
     assert 0.0 <= m["win_rate"] <= 1.0 and 0.0 <= m["win_rate_lc"] <= 1.0
+    for name in ("implicit_reward_accuracy", "avg_logp_accuracy", "win_rate"):  # each with its interval
+        iv = res.intervals[name]
+        assert iv["low"] <= iv["mean"] == m[name] <= iv["high"]
     assert hh_catalog.evaluations(policy.model_id)["judge"].to_list() == ["fresh-rm"]
     # on its own training pairs the DPO policy ranks chosen above rejected more often than chance
     on_train = evaluate(policy.path, "hh@v1:train", catalog=hh_catalog, record=False)
@@ -185,4 +192,6 @@ def test_verifiable_prompts_report_pass_at_1_and_pass_at_k(trained, hh_catalog, 
     m = res.metrics
     assert m["verify_prompts"] == 3
     assert 0.0 <= m["pass@1"] <= m["pass@2"] <= 1.0
+    assert set(res.intervals) == {"pass@1", "pass@2"}
+    assert all(iv["low"] <= iv["mean"] <= iv["high"] for iv in res.intervals.values())
     assert "implicit_reward_accuracy" not in m  # prompts only: no pairs were ranked
