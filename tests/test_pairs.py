@@ -214,3 +214,46 @@ def test_unknown_builder_and_config_typo_fail_fast():
         build_pairs(cands, scores, "best")
     with pytest.raises(ValueError, match="min_margn"):
         build_pairs(cands, scores, "best_worst", min_margn=1)
+
+
+def test_best_worst_on_shuffled_prompts_hand_checked():
+    """Candidates of three prompts interleaved out of order; ties go to the first in input order."""
+    rows = [("q", "q-a", 2.0), ("p", "p-a", 1.0), ("q", "q-b", 5.0), ("r", "r-a", 3.0), ("p", "p-b", 4.0),
+            ("q", "q-c", 5.0), ("p", "p-c", 1.0), ("r", "r-b", 3.0), ("q", "q-d", 2.0)]
+    cands = schema.frame([{"candidate_id": c, "prompt_id": p, "text": c} for p, c, _ in rows], "candidates")
+    scores = schema.frame([{"target_id": c, "scorer": "rm", "value": v} for _, c, v in reversed(rows)], "scores")
+    result = build_pairs_counted(cands, scores, "best_worst")
+    got = result.pairs.select("prompt_id", "chosen_id", "rejected_id", "margin").rows()
+    assert got == [("q", "q-b", "q-a", 3.0), ("p", "p-b", "p-a", 3.0)]  # q first seen; r all tied
+    assert result.counts["all_tied_prompts"] == 1 and result.counts["prompts"] == 3
+    assert result.pairs["pair_id"].to_list() == [schema.pair_id("q", "q-b", "q-a"), schema.pair_id("p", "p-b", "p-a")]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from([-1e-7, -2.5, 0.0, 1.0, 1.0, 3.25, 1e17, 7.0])),
+                min_size=1, max_size=30),
+       st.sampled_from([0.0, 1.0]), st.sampled_from([0.0, 2.0]))
+def test_best_worst_from_columns_equals_the_rule_prompt_by_prompt(rows, tie_tolerance, min_margin):
+    """The column path (one group-by) gives the same rows and counts as `pairs_for_prompt` per prompt."""
+    from curation.pairs.base import PairBuilder
+
+    cands = schema.frame([{"candidate_id": f"c{i}", "prompt_id": f"p{p}", "text": "t"} for i, (p, _) in enumerate(rows)],
+                         "candidates")
+    scores = schema.frame([{"target_id": f"c{i}", "scorer": "rm", "value": v} for i, (_, v) in enumerate(rows)], "scores")
+    builder = PAIR_BUILDERS.build("best_worst", {"builder": "best_worst", "tie_tolerance": tie_tolerance,
+                                                 "min_margin": min_margin})
+    columns = builder.build(cands, scores, allow_empty=True)
+    builder.propose = lambda scored, stats, judge: PairBuilder.propose(builder, scored, stats, judge)
+    per_prompt = builder.build(cands, scores, allow_empty=True)
+    assert columns.pairs.equals(per_prompt.pairs)
+    assert columns.counts == per_prompt.counts
+
+
+def test_pair_ids_and_meta_from_columns_match_python_on_awkward_values():
+    from curation.pairs.base import json_floats, pair_ids
+
+    ids = ['a"b', "c\\d", "e\nf\x01\x1e", "ü→😀", "plain", "\t"]
+    frame = pl.DataFrame({"prompt_id": ids, "chosen_id": ids[1:] + ids[:1], "rejected_id": ids[2:] + ids[:2]})
+    assert pair_ids(frame).to_list() == [schema.pair_id(*r) for r in frame.rows()]
+    values = [0.0, -0.0, 1e-05, -3.5e-07, 1e16, 2.5e20, 0.1, 123.0, -1e-4, 9999999999999998.0]
+    assert json_floats(pl.Series(values)).to_list() == [json.dumps(v) for v in values]

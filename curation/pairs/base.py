@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -103,55 +103,77 @@ class PairBuilder(Component):
         score_name, values = _resolve_scores(usable, scores, self.config.score, need=judge is None)
         self._scored = values is not None
         self.score_name = score_name if judge is None else getattr(judge, "__name__", "judge")
-        by_prompt: dict[str, list[Candidate]] = {}
-        for row in usable.select("candidate_id", "prompt_id", "text").iter_rows(named=True):
-            value = values.get(row["candidate_id"]) if values is not None else 0.0
-            if value is None:
-                stats.add("unscored_candidates")
-                continue
-            group = by_prompt.setdefault(row["prompt_id"], [])
-            group.append(Candidate(row["candidate_id"], row["prompt_id"], row["text"], value, len(group)))
+        scored = usable.select("candidate_id", "prompt_id", "text")
+        if values is None:
+            scored = scored.with_columns(pl.lit(0.0).alias("score"))
+        else:
+            scored = scored.join(values, on="candidate_id", how="left", maintain_order="left")
+            unscored = scored.get_column("score").null_count()
+            if unscored:
+                stats.add("unscored_candidates", unscored)
+                scored = scored.filter(pl.col("score").is_not_null())
+        scored = scored.with_columns(pl.int_range(pl.len()).over("prompt_id").alias("index"))
         if prompts is not None:
-            stats.counts["prompts_without_candidates"] = len(set(prompts["prompt_id"].to_list()) - set(by_prompt))
+            stats.counts["prompts_without_candidates"] = (
+                prompts.select("prompt_id").unique().join(scored.select("prompt_id"), on="prompt_id", how="anti").height)
+        groups = scored.group_by("prompt_id", maintain_order=True).agg(
+            pl.len().alias("n"), (pl.col("score").max() - pl.col("score").min()).alias("spread"))
+        single = pl.col("n") < 2
+        tied = ~single & (pl.col("spread") <= self.config.tie_tolerance) if self._scored else pl.lit(False)
+        for name, count in (("prompts", groups.height), ("single_candidate_prompts", groups.filter(single).height),
+                            ("all_tied_prompts", groups.filter(tied).height)):
+            if count:
+                stats.add(name, count)
+        eligible = scored.join(groups.filter(~single & ~tied).select("prompt_id"), on="prompt_id", how="semi",
+                               maintain_order="left")
+        proposed = self.propose(eligible, stats, judge)
+        tie = pl.col("margin") <= self.config.tie_tolerance
+        low = ~tie & (pl.col("margin") < self.config.min_margin)
+        for name, count in (("ties_skipped", proposed.filter(tie).height), ("below_margin", proposed.filter(low).height)):
+            if count:
+                stats.add(name, count)
+        pairs = self._rows(proposed.filter(~tie & ~low))
+        stats.counts["pairs"] = pairs.height
+        stats.rows_out = pairs.height
+        log.info("%s", stats.summary())
+        if not pairs.height and not allow_empty:
+            raise PairError(f"builder {self.name!r} produced no pairs: {stats.counts}")
+        return PairBuildResult(pairs, stats)
+
+    def propose(self, scored: pl.DataFrame, stats: Stats, judge: PairwiseJudge | None) -> pl.DataFrame:
+        """Proposals for every prompt of `scored` (candidate_id, prompt_id, text, score, index; input
+        order; prompts with two or more candidates not all tied): columns prompt_id, chosen_id,
+        rejected_id, chosen_score, rejected_score, margin, meta (JSON of the builder's own details).
+
+        This default calls `pairs_for_prompt` prompt by prompt; a builder that can propose from
+        columns overrides it."""
         rows: list[dict[str, Any]] = []
-        for pid, group in by_prompt.items():
-            stats.add("prompts")
-            if len(group) < 2:
-                stats.add("single_candidate_prompts")
-                continue
-            if values is not None and max(c.score for c in group) - min(c.score for c in group) <= self.config.tie_tolerance:
-                stats.add("all_tied_prompts")
-                continue
+        for (pid,), group_frame in scored.group_by("prompt_id", maintain_order=True):
+            group = [Candidate(r["candidate_id"], pid, r["text"], r["score"], r["index"])
+                     for r in group_frame.iter_rows(named=True)]
             rng = np.random.default_rng([self.config.seed, int(schema.content_hash(pid)[:15], 16)])
             for prop in self.pairs_for_prompt(group, rng, stats, judge):
-                if prop.margin <= self.config.tie_tolerance:
-                    stats.add("ties_skipped")
-                elif prop.margin < self.config.min_margin:
-                    stats.add("below_margin")
-                else:
-                    rows.append(self._row(pid, prop))
-        stats.counts["pairs"] = len(rows)
-        stats.rows_out = len(rows)
-        log.info("%s", stats.summary())
-        if not rows and not allow_empty:
-            raise PairError(f"builder {self.name!r} produced no pairs: {stats.counts}")
-        return PairBuildResult(schema.frame(rows, "pairs"), stats)
+                rows.append({"prompt_id": pid, "chosen_id": prop.chosen.candidate_id,
+                             "rejected_id": prop.rejected.candidate_id, "chosen_score": prop.chosen.score,
+                             "rejected_score": prop.rejected.score, "margin": float(prop.margin),
+                             "meta": schema.dumps(prop.meta)})
+        return pl.DataFrame(rows, schema=PROPOSALS)
 
-    def _row(self, pid: str, prop: Proposal) -> dict[str, Any]:
-        meta = dict(prop.meta)
-        if self._scored:
-            meta.update(chosen_score=prop.chosen.score, rejected_score=prop.rejected.score)
-        return {
-            "pair_id": schema.pair_id(pid, prop.chosen.candidate_id, prop.rejected.candidate_id),
-            "prompt_id": pid,
-            "chosen_id": prop.chosen.candidate_id,
-            "rejected_id": prop.rejected.candidate_id,
-            "margin": float(prop.margin),
-            "score": self.score_name,
-            "builder": self.name,
-            "label_source": self.score_name,
-            "meta": schema.dumps(meta),
-        }
+    def _rows(self, proposed: pl.DataFrame) -> pl.DataFrame:
+        """`pairs` rows of the kept proposals: ids, score names, meta with both scores when scored."""
+        meta = pl.col("meta")
+        if self._scored and (proposed["meta"] == "{}").all():  # keys sorted, floats as json writes them
+            meta = pl.concat_str([pl.lit('{"chosen_score": '), json_floats(proposed["chosen_score"]),
+                                  pl.lit(', "rejected_score": '), json_floats(proposed["rejected_score"]), pl.lit("}")])
+        elif self._scored:  # a builder's own details beside the scores
+            meta = pl.lit(pl.Series([schema.dumps({**json.loads(m), "chosen_score": c, "rejected_score": r})
+                                     for m, c, r in proposed.select("meta", "chosen_score", "rejected_score").iter_rows()],
+                                    dtype=pl.String))
+        return schema.conform(proposed.select(
+            pair_ids(proposed).alias("pair_id"), "prompt_id", "chosen_id", "rejected_id", "margin",
+            pl.lit(self.score_name, dtype=pl.String).alias("score"), pl.lit(self.name).alias("builder"),
+            pl.lit(self.score_name, dtype=pl.String).alias("label_source"), meta.alias("meta"),
+        ), "pairs")
 
     def pairs_for_prompt(
         self, group: list[Candidate], rng: np.random.Generator, stats: Stats, judge: PairwiseJudge | None
@@ -161,11 +183,11 @@ class PairBuilder(Component):
 
 def _resolve_scores(
     candidates: pl.DataFrame, scores: pl.DataFrame | None, name: str | None, *, need: bool
-) -> tuple[str | None, dict[str, float | None] | None]:
-    """The candidates' values under scorer `name` (None = the only scorer present)."""
-    ids = candidates.get_column("candidate_id")
+) -> tuple[str | None, pl.DataFrame | None]:
+    """The candidates' values under scorer `name` (None = the only scorer present): candidate_id, score."""
     relevant = (
-        scores.filter(pl.col("target_id").is_in(ids.implode())) if scores is not None and scores.height else None
+        scores.join(candidates.select(pl.col("candidate_id").alias("target_id")), on="target_id", how="semi")
+        if scores is not None and scores.height else None
     )
     present = sorted(relevant.get_column("scorer").unique().to_list()) if relevant is not None else []
     if not need and name is None:
@@ -181,16 +203,37 @@ def _resolve_scores(
         raise PairError(
             f"score {name!r} was not produced for these candidates; scores present: {', '.join(present) or '(none)'}"
         )
-    rows = relevant.filter(pl.col("scorer") == name)
-    dup = rows.group_by("target_id").len().filter(pl.col("len") > 1)
+    rows = relevant.filter(pl.col("scorer") == name).select(
+        pl.col("target_id").alias("candidate_id"), pl.col("value").cast(pl.Float64).alias("score"))
+    dup = rows.group_by("candidate_id").len().filter(pl.col("len") > 1)
     if dup.height:
-        raise PairError(f"score {name!r} has {dup.height} candidates with several values (first: {dup['target_id'][0]})")
-    values: dict[str, float | None] = {}
-    for tid, value in zip(rows["target_id"].to_list(), rows["value"].to_list()):
-        if value is not None and not math.isfinite(value):
-            raise PairError(f"score {name!r} is {value} for candidate {tid}: scores must be finite")
-        values[tid] = value
-    return name, values
+        raise PairError(f"score {name!r} has {dup.height} candidates with several values (first: {dup['candidate_id'][0]})")
+    bad = rows.filter(pl.col("score").is_nan() | pl.col("score").is_infinite())
+    if bad.height:
+        tid, value = bad.row(0)
+        raise PairError(f"score {name!r} is {value} for candidate {tid}: scores must be finite")
+    return name, rows
+
+
+PROPOSALS = {"prompt_id": pl.String, "chosen_id": pl.String, "rejected_id": pl.String, "chosen_score": pl.Float64,
+             "rejected_score": pl.Float64, "margin": pl.Float64, "meta": pl.String}
+
+
+def json_floats(values: pl.Series) -> pl.Series:
+    """Finite floats as `json.dumps` writes them (Python's repr). polars writes the same digits
+    except in exponent notation, so those few (|x| < 1e-4 or >= 1e16) are written by Python."""
+    out = values.cast(pl.String)
+    magnitude = values.abs()
+    odd = ((magnitude < 1e-4) & (magnitude > 0)) | (magnitude >= 1e16)
+    if odd.any():
+        where = odd.arg_true()
+        out = out.scatter(where, [repr(v) for v in values.gather(where).to_list()])
+    return out
+
+
+def pair_ids(frame: pl.DataFrame) -> pl.Series:
+    """`schema.pair_id` of every row (prompt_id, chosen_id, rejected_id), hashed as columns."""
+    return schema.content_hashes(frame, "pair", pl.col("prompt_id"), pl.col("chosen_id"), pl.col("rejected_id"))
 
 
 def first_best(group: list[Candidate]) -> Candidate:

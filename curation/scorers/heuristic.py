@@ -1,21 +1,28 @@
-"""Cheap text heuristics: length, repetition and refusal detection.
+r"""Cheap text heuristics: length, repetition and refusal detection.
 
 They need no model, so they run first and give the baselines that other scorers must beat
-(length is the classic confound of preference labels and judges).
+(length is the classic confound of preference labels and judges). Rows are scored in bounded
+batches of Arrow columns: lengths in chars and words are counted by polars (words with Python's
+own `\w`/`\s` classes, so counts equal `re`'s), tokens by one tokenizer call per batch;
+repetition and refusal run Python's `re` on one batch of texts at a time (refusal patterns are
+written in Python's regex syntax).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Literal
 
 import polars as pl
 from pydantic import Field
 
+from curation import schema
 from curation.scorers import SCORERS
-from curation.scorers.base import Scorer, ScorerConfig, ScorerError, check_model_path
+from curation.scorers.base import Scorer, ScorerConfig, ScorerError, check_model_path, log
 
 WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+BATCH_ROWS = 50_000  # rows per batch: bounds the Python strings alive at once (repetition, refusal, tokens)
 
 DEFAULT_REFUSALS = [
     r"\bI(?:'m| am) (?:sorry|afraid)\b",
@@ -61,20 +68,51 @@ class Heuristic(Scorer):
 
     def score(self, rows: pl.DataFrame) -> pl.DataFrame:
         self.check_rows(rows)
-        out = []
-        for row in rows.select("candidate_id", "text").iter_rows(named=True):
-            text = row["text"]
-            if text is None:
-                out.append(self.result(row["candidate_id"], None, error="no response text"))
-                continue
-            value, detail = self.measure(text)
-            out.append(self.result(row["candidate_id"], value, detail))
-        return self.frame(out)
+        batches = [self._score_batch(rows.slice(start, BATCH_ROWS).select("candidate_id", pl.col("text").cast(pl.String)))
+                   for start in range(0, rows.height, BATCH_ROWS)]
+        out = pl.concat(batches) if batches else schema.empty("scores")
+        log.info("scorer %s (%s): %d rows, %d failed", self.config.name, self.name, out.height,
+                 out.get_column("value").null_count())
+        return out
+
+    def _score_batch(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """One batch's `scores` rows: value and detail columns, a null text an error."""
+        c = self.config
+        text = batch.get_column("text")
+        if c.measure == "length" and c.unit != "tokens":
+            value = text.str.len_chars() if c.unit == "chars" else text.str.count_matches(python_word_pattern())
+            detail = pl.lit(schema.dumps({"unit": c.unit}))
+        else:
+            values, details = self._measure_texts(text)
+            value, detail = pl.Series(values, dtype=pl.Float64), pl.Series(details, dtype=pl.String)
+        return batch.select(
+            pl.col("candidate_id").alias("target_id"),
+            pl.lit(c.name).alias("scorer"),
+            pl.lit(self.fingerprint).alias("scorer_fingerprint"),
+            pl.when(pl.col("text").is_not_null()).then(pl.lit(value).cast(pl.Float64)).alias("value"),
+            pl.when(pl.col("text").is_not_null()).then(detail).otherwise(pl.lit("{}")).alias("detail"),
+            pl.when(pl.col("text").is_null()).then(pl.lit("no response text")).alias("error"),
+        ).select(schema.SCORES.names)
+
+    def _measure_texts(self, text: pl.Series) -> tuple[list[float | None], list[str | None]]:
+        """Values and detail JSON of one batch where polars cannot count (tokens, repetition, refusal)."""
+        texts = text.to_list()
+        if self.config.measure == "length":
+            lengths = self.token_lengths([t for t in texts if t is not None])
+            unit = schema.dumps({"unit": "tokens"})
+            it = iter(lengths)
+            return [None if t is None else float(next(it)) for t in texts], [unit] * len(texts)
+        values: list[float | None] = []
+        details: list[str | None] = []
+        for t in texts:
+            value, detail = (None, {}) if t is None else self.measure(t)
+            values.append(value)
+            details.append(schema.dumps(detail))
+        return values, details
 
     def measure(self, text: str) -> tuple[float, dict]:
+        """Repetition or refusal of one text, and its detail."""
         c = self.config
-        if c.measure == "length":
-            return float(self.length(text)), {"unit": c.unit}
         if c.measure == "repetition":
             rate, total = repeat_rate(text, c.ngram)
             return rate, {"ngram": c.ngram, "ngrams": total}
@@ -84,17 +122,29 @@ class Heuristic(Scorer):
                 return 1.0, {"match": m.group(0), "pattern": pattern.pattern}
         return 0.0, {}
 
-    def length(self, text: str) -> int:
-        unit = self.config.unit
-        if unit == "chars":
-            return len(text)
-        if unit == "words":
-            return len(WORD.findall(text))
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Token counts of `texts` in one tokenizer call (no special tokens)."""
+        if not texts:
+            return []
         if self._tok is None:
             from transformers import AutoTokenizer
 
             self._tok = AutoTokenizer.from_pretrained(self.config.tokenizer)
-        return len(self._tok(text, add_special_tokens=False)["input_ids"])
+        return [len(ids) for ids in self._tok(texts, add_special_tokens=False)["input_ids"]]
+
+
+@functools.cache
+def python_word_pattern() -> str:
+    """`WORD` for polars' (Rust) regex: `\\w` and `\\s` spelled as the code points Python's `re`
+    matches with them (Rust's Unicode classes differ, e.g. on combining marks and \\x1c-\\x1f)."""
+    every = "".join(map(chr, range(0x110000)))
+
+    def spelled(cls: str) -> str:
+        runs = [(m.start(), m.end() - 1) for m in re.finditer(cls + "+", every)]
+        return "".join(f"\\x{{{a:X}}}" + (f"-\\x{{{b:X}}}" if b > a else "") for a, b in runs)
+
+    word, space = spelled(r"\w"), spelled(r"\s")
+    return f"[{word}]+|[^{word}{space}]"
 
 
 def repeat_rate(text: str, n: int) -> tuple[float, int]:

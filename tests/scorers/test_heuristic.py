@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from curation.scorers import SCORERS, ScorerError
-from curation.scorers.heuristic import repeat_rate
+from curation.scorers.heuristic import WORD, repeat_rate
 
 from .conftest import candidate_rows
 
@@ -65,3 +65,39 @@ def test_bad_config_is_a_clear_error(tmp_path):
         heuristic(measure="refusal", refusal_patterns=["(unclosed"])
     with pytest.raises(ScorerError, match="lack columns"):
         heuristic().score(pl.DataFrame({"text": ["x"]}))
+
+
+def test_word_counts_follow_pythons_re_where_rusts_classes_differ():
+    # hand-counted with Python's re: a combining mark (U+093F, U+0301) is not \w in Python (Rust: it is),
+    # \x1c-\x1f are \s in Python (Rust: not), '½' and '²' are \w in Python
+    texts = ["कि", "e\u0301", "a\x1eb", "½²x", "don't stop", ""]
+    expected = [2.0, 2.0, 2.0, 1.0, 4.0, 0.0]
+    assert [len(WORD.findall(t)) for t in texts] == expected
+    assert heuristic(unit="words").score(rows_of(*texts))["value"].to_list() == expected
+
+
+@pytest.mark.parametrize("kw", [{"unit": "words"}, {"unit": "chars"}, {"measure": "repetition", "ngram": 1},
+                                {"measure": "refusal"}])
+def test_batches_keep_each_value_with_its_row(monkeypatch, kw):
+    """Shuffled rows with failed ones among them, scored 3 rows per batch: each value stays on its row."""
+    import random
+
+    import curation.scorers.heuristic as heuristic_module
+
+    texts = ["I'm sorry, I can't help with that.", "one two two", None, "x", "a a a a", "", "Sure, here: 1 2 3.", None]
+    order = list(range(len(texts)))
+    random.Random(7).shuffle(order)
+    rows = pl.DataFrame({"candidate_id": [f"c{i}" for i in order], "prompt_id": "p",
+                         "messages": [[{"role": "user", "content": "hi"}]] * len(order), "text": [texts[i] for i in order]})
+    monkeypatch.setattr(heuristic_module, "BATCH_ROWS", 3)
+    out = heuristic(**kw).score(rows)
+    assert out["target_id"].to_list() == rows["candidate_id"].to_list()
+    scorer = heuristic(**kw)
+    for cid, value, detail, error in out.select("target_id", "value", "detail", "error").iter_rows():
+        text = texts[int(cid[1:])]
+        if text is None:
+            assert (value, detail, error) == (None, "{}", "no response text")
+            continue
+        want = {"words": len(WORD.findall(text)), "chars": len(text)}.get(kw.get("unit")) if "unit" in kw else None
+        want, want_detail = (float(want), {"unit": kw["unit"]}) if want is not None else scorer.measure(text)
+        assert value == want and json.loads(detail) == want_detail and error is None
