@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from curation import schema
@@ -173,37 +174,112 @@ def held_out_prompts(prompt_ids: pl.Series, test_fraction: float, seed: int) -> 
 
 
 VERSION_BATCH_ROWS = 50_000  # rows per batch (25-70 MB of texts at 250-700 characters): bounds the write, not the data
+READ_ROWS = 131_072  # the most rows one read of a lazy scan spans (batches' texts, prompts and pairs)
+SCORE_ROWS = 1_048_576  # scores read at a time
+PAIR_COLUMNS = ("pair_id", "prompt_id", "chosen_id", "rejected_id", "margin", "score", "builder", "label_source",
+                "confidence", "meta")  # what a published row copies from its pair (flipped where it is)
+CARD_COLUMNS = ("margin", "score", "builder", "label_source", "confidence", "meta")  # of those, what the card reads
+
+
+class Rows:
+    """Columns of a table by row number: a frame in memory, or a lazy scan read a slice at a time.
+
+    A gather reads slices of at most READ_ROWS rows around the rows it needs (none across a gap),
+    so a table stored in the order its rows are used (pairs; a run's prompts and candidates, written
+    in pair order) costs a batch's rows, not the table's. In any other order a gather reads more
+    (at worst the column, a slice at a time): the same rows, in the same bounded memory."""
+
+    def __init__(self, tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns: Sequence[str]) -> None:
+        source = tables.get(name)
+        self.scan = schema.conform_lazy(source, name).select(columns) if isinstance(source, pl.LazyFrame) else None
+        self.frame = _frame(tables, name, list(columns)) if self.scan is None else None
+
+    def gather(self, index: pl.Series, columns: Sequence[str]) -> pl.DataFrame:
+        if self.frame is not None:
+            return self.frame.select(pl.col(list(columns)).gather(index))
+        scan = self.scan.select(list(columns))
+        if index.len() == 0:
+            return scan.clear().collect()
+        order = None if index.is_sorted() else index.arg_sort()
+        ordered = index if order is None else index.gather(order)
+        values = ordered.to_numpy()
+        parts, a = [], 0
+        while a < len(values):
+            b = int(np.searchsorted(values, values[a] + READ_ROWS, side="left"))
+            lo, hi = int(values[a]), int(values[b - 1])
+            parts.append(scan.slice(lo, hi - lo + 1).collect().select(pl.all().gather(ordered.slice(a, b - a) - lo)))
+            a = b
+        rows = pl.concat(parts, rechunk=False) if len(parts) > 1 else parts[0]
+        return rows if order is None else rows.select(pl.all().gather(order.arg_sort()))
 
 
 @dataclass
 class VersionRows:
     """A version's rows, planned once and produced in batches.
 
-    `keys` holds every published column but the heavy ones (prompt, chosen, rejected), which
-    batches gather by row index from `messages` and `texts`; a batch costs its own rows, so
-    writing 1M pairs never holds them all. `counts` is known before the first batch.
+    `keys` holds one fixed-width row per published pair: its row numbers in the pairs, prompts and
+    candidates (`__i`, `__p`, `__c`, `__r`), what its decisions say (`_flip`, weight, epsilon), its
+    split (`__test`) and each scorer's values (`__s<k>c/r/p`, before any flip). A batch gathers the
+    strings (ids, labels, prompt, texts) by row number and applies the flips, so writing 1M pairs
+    holds a batch of them, never all. `counts` is known before the first batch.
     """
 
     keys: pl.DataFrame
-    messages: pl.Series
-    texts: "Texts"
+    pairs: Rows
+    prompts: Rows
+    texts: Rows
     chars: pl.Series  # each candidate's text length (the card's, without the texts)
+    scorers: list[str]
     counts: dict[str, int]
-    scores_json: pl.Expr  # the `scores` column, made per batch from the keys' per-scorer values
 
     @property
     def height(self) -> int:
         return self.keys.height
 
+    def _flipped(self, part: pl.DataFrame, pair_columns: Sequence[str], prompt_columns: Sequence[str]) -> pl.DataFrame:
+        """`part` of the keys with its pairs' and prompts' columns, each side's own score, the margin,
+        and the flips applied (text indexes, every scorer's values, then `flip`)."""
+        rows = pl.concat([part, self.pairs.gather(part["__i"], pair_columns),
+                          self.prompts.gather(part["__p"], prompt_columns)], how="horizontal")
+        own = {side: [pl.when(pl.col("score") == s).then(pl.col(f"__s{k}{side[0]}")) for k, s in enumerate(self.scorers)]
+               for side in ("chosen", "rejected")}
+        rows = rows.with_columns(
+            (pl.coalesce(own[side]) if own[side] else pl.lit(None, dtype=pl.Float64)).alias(f"{side}_score") for side in own
+        )
+        rows = rows.with_columns(
+            pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
+        )
+        f = pl.col("_flip")
+        swap = [("__c", "__r")] + [(f"__s{k}c", f"__s{k}r") for k in range(len(self.scorers))]
+        rows = rows.with_columns(
+            *[e for a, b in swap for e in (pl.when(f).then(pl.col(b)).otherwise(pl.col(a)).alias(a),
+                                           pl.when(f).then(pl.col(a)).otherwise(pl.col(b)).alias(b))],
+            *[pl.when(f).then(1.0 - pl.col(f"__s{k}p")).otherwise(pl.col(f"__s{k}p")).alias(f"__s{k}p") for k in range(len(self.scorers))],
+        )
+        return flip(rows, "_flip").with_columns(pl.when(pl.col("__test")).then(pl.lit("test")).otherwise(pl.lit("train")).alias("split"))
+
+    def _scores_json(self) -> pl.Expr:
+        """The `scores` column from the per-scorer values: {"<scorer>": {chosen, rejected, pair}, ...}, scorers sorted."""
+        entries = []
+        for k, scorer in enumerate(self.scorers):
+            sides = [pl.col(f"__s{k}{s[0]}").alias(s) for s in SCORE_SIDES]
+            name = scorer.replace("\\", "\\\\").replace('"', '\\"')
+            entries.append(pl.when(pl.any_horizontal(e.is_not_null() for e in sides))
+                           .then(pl.concat_str([pl.lit(f'"{name}":'), pl.struct(*sides).struct.json_encode()])))
+        if not entries:
+            return pl.lit(None, dtype=pl.String)
+        return (pl.when(pl.any_horizontal(e.is_not_null() for e in entries))
+                .then(pl.concat_str([pl.lit("{"), pl.concat_str(entries, separator=",", ignore_nulls=True), pl.lit("}")])))
+
     def batch(self, start: int, length: int) -> pl.DataFrame:
         """Rows [start, start + length) as VERSION_ROWS."""
-        part = self.keys.slice(start, length)
+        rows = self._flipped(self.keys.slice(start, length), PAIR_COLUMNS, ("messages", "source"))
         return schema.conform(
-            part.with_columns(
-                self.scores_json.alias("scores"),
-                self.messages.gather(part["__p"]).alias("prompt"),
-                self.texts.gather(part["__c"]).alias("chosen"),
-                self.texts.gather(part["__r"]).alias("rejected"),
+            rows.with_columns(
+                self._scores_json().alias("scores"),
+                pl.col("messages").alias("prompt"),
+                self.texts.gather(rows["__c"], ["text"]).to_series().alias("chosen"),
+                self.texts.gather(rows["__r"], ["text"]).to_series().alias("rejected"),
             ).select(schema.VERSION_ROWS.names),
             "version_rows",
         )
@@ -217,30 +293,11 @@ class VersionRows:
         return self.batch(0, self.height) if self.height else schema.empty("version_rows")
 
     def stats_frame(self) -> pl.DataFrame:
-        """Every column the card reads, with text lengths in place of the texts."""
-        return self.keys.select(
-            pl.exclude("^__.*$"),
-            self.chars.gather(self.keys["__c"]).alias("chosen_chars"),
-            self.chars.gather(self.keys["__r"]).alias("rejected_chars"),
-        )
-
-
-@dataclass
-class Texts:
-    """The candidates' texts by row number: a column in memory, or a lazy scan read a slice at a
-    time. A batch reads the rows between the first and the last text it needs, so candidates
-    stored in the order their pairs were built (as a run writes them) cost a batch's texts, not
-    the table's; in any other order a batch reads more (at worst the whole column) to the same result."""
-
-    column: pl.Series | None = None
-    scan: pl.LazyFrame | None = None
-
-    def gather(self, index: pl.Series) -> pl.Series:
-        if self.column is not None or index.len() == 0:
-            return (self.column if self.column is not None else pl.Series("text", [], pl.String)).gather(index)
-        lo, hi = int(index.min()), int(index.max())
-        part = self.scan.slice(lo, hi - lo + 1).collect()["text"]
-        return part.gather(index - lo)
+        """Every column the card reads (split, labels, source, ties, margin, weights), with text
+        lengths in place of the texts."""
+        rows = self._flipped(self.keys, CARD_COLUMNS, ("source",))
+        return rows.select("split", "label_source", "builder", "source", "meta", "confidence", "margin", "weight", "epsilon",
+                           self.chars.gather(rows["__c"]).alias("chosen_chars"), self.chars.gather(rows["__r"]).alias("rejected_chars"))
 
 
 def _frame(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns: Sequence[str | pl.Expr] | None = None) -> pl.DataFrame:
@@ -255,54 +312,84 @@ def _frame(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns
     return df if columns is None else df.select(columns)
 
 
-def _index(frame: pl.DataFrame, key: str, index: str) -> pl.DataFrame:
-    """key -> the row number of its first row."""
-    return frame.select(key).with_row_index(index).filter(pl.col(key).is_first_distinct())
+ID_HASH_SEED = 20_241  # ids are joined on their 64-bit hashes (polars' hash: stable within a process)
 
 
-def _lookup(ids: pl.Series, index: pl.DataFrame) -> pl.Series:
-    """The row number (`_index`) of each id, null when absent; joins the ids alone, not their frame."""
-    key, col = index.columns[1], index.columns[0]
-    return ids.rename(key).to_frame().join(index, on=key, how="left", maintain_order="left")[col]
+def _hashed(ids: pl.Series) -> pl.Series:
+    return ids.to_frame("k").select(pl.when(pl.col("k").is_not_null()).then(pl.col("k").hash(ID_HASH_SEED)))["k"]
 
 
-def _dense(n: int, index: pl.Series, values: pl.Series) -> pl.Series:
-    """A length-n Float64 column: `values` at `index`, null elsewhere."""
-    return pl.repeat(None, n, dtype=pl.Float64, eager=True).scatter(index, values)
+def _index(ids: pl.Series, index: str) -> pl.DataFrame:
+    """(`index`, the id's hash) of each id's first row: the lookup table of `_lookup`."""
+    return _hashed(ids).rename("__h").to_frame().with_row_index(index).filter(pl.col("__h").is_first_distinct())
 
 
-def _score_columns(rows: pl.DataFrame, point: pl.DataFrame, cand: pl.DataFrame, n_cand: int) -> tuple[pl.DataFrame, list[pl.Expr]]:
-    """`rows` (with `__c`, `__r`, `__i`) plus, per scorer, its chosen, rejected and pair values
-    (`__s<k>c/r/p`), the `chosen_score` and `rejected_score` of the row's own scorer, and the
-    expressions of each scorer's entry in the `scores` JSON (scorers sorted).
+def _lookup(ids: pl.Series, index: pl.DataFrame, keys: pl.Series) -> pl.Series:
+    """The row number in `keys` (indexed by `_index`) of each id's first row, null when absent.
 
-    `point`: non-null scores in table order; a target scored twice by one scorer counts its last
-    value. Values are gathered by row index: one join for the candidates' scores, one for the
-    pairs' (pairwise scorers), and repeats are found on integer indexes, not on id strings.
+    Joined on 64-bit hashes (a fraction of a join on the strings, in time and memory), then each
+    found id is compared with the one it names: two ids sharing a hash (about n^2 / 2^65 likely) make
+    it join the strings instead."""
+    col = index.columns[0]
+    found = _hashed(ids).rename("__h").to_frame().join(index, on="__h", how="left", maintain_order="left")[col]
+    if (keys.gather(found) != ids).any():
+        exact = keys.rename("k").to_frame().with_row_index(col).filter(pl.col("k").is_first_distinct())
+        found = ids.rename("k").to_frame().join(exact, on="k", how="left", maintain_order="left")[col]
+    return found
+
+
+def _slices(tables: Mapping[str, pl.DataFrame | pl.LazyFrame], name: str, columns: Sequence[str], rows: int) -> Iterator[pl.DataFrame]:
+    """`tables[name]`'s `columns`, `rows` rows at a time (of a lazy scan, one slice read at a time)."""
+    df = tables.get(name)
+    if isinstance(df, pl.LazyFrame):
+        scan = schema.conform_lazy(df, name).select(columns)
+        for start in range(0, scan.select(pl.len()).collect().item(), rows):
+            yield scan.slice(start, rows).collect()
+    else:
+        frame = _frame(tables, name, columns)
+        for start in range(0, frame.height, rows):
+            yield frame.slice(start, rows)
+
+
+def _scatter(into: dict[str, pl.Series], found: pl.DataFrame, index: str, n: int) -> None:
+    """Each scorer's values in `found` put into its length-n column at `index` (null where none is): a
+    later value of a target replaces an earlier one."""
+    for scorer in found["scorer"].unique(maintain_order=True).to_list():
+        last = found.filter(pl.col("scorer") == scorer).unique(index, keep="last", maintain_order=True)
+        column = into[scorer] if scorer in into else pl.repeat(None, n, dtype=pl.Float64, eager=True)
+        into[scorer] = column.scatter(last[index], last["value"])
+
+
+def _score_columns(keys: pl.DataFrame, scores: Iterator[pl.DataFrame], cand_ids: pl.Series, cand: pl.DataFrame,
+                   kept_ids: pl.Series) -> tuple[pl.DataFrame, list[str]]:
+    """`keys` (with `__c`, `__r`) plus, per scorer, its chosen, rejected and pair values (`__s<k>c/r/p`),
+    and the scorers (sorted).
+
+    `scores`: the scores table in order, a slice at a time (a target scored twice by one scorer
+    counts its last non-null value). A target is a candidate (`cand`: `_index` of `cand_ids`), else
+    a kept pair (`kept_ids`: pairwise scorers score those). Each scorer's values are put into one
+    column per candidate and one per kept pair as the slices come, then gathered by row number.
     """
-    on_cand = point.join(cand, left_on="target_id", right_on="candidate_id", how="inner", maintain_order="left")
-    on_pair = (point.join(rows.select("pair_id", "__i"), left_on="target_id", right_on="pair_id", how="inner",
-                          maintain_order="left") if on_cand.height < point.height else point.clear().with_columns(__i=pl.lit(0, pl.UInt32)))
+    by_cand: dict[str, pl.Series] = {}
+    by_pair: dict[str, pl.Series] = {}
+    kept = None
+    for point in scores:
+        point = point.filter(pl.col("value").is_not_null())
+        found = point.select("scorer", "value", _lookup(point["target_id"], cand, cand_ids))
+        _scatter(by_cand, found.drop_nulls("__c"), "__c", cand_ids.len())
+        rest = point.filter(found["__c"].is_null())
+        if rest.height:
+            kept = _index(kept_ids, "__k") if kept is None else kept
+            _scatter(by_pair, rest.select("scorer", "value", _lookup(rest["target_id"], kept, kept_ids)).drop_nulls("__k"),
+                     "__k", keys.height)
+    scorers = sorted(set(by_cand) | set(by_pair))
+    none = pl.repeat(None, keys.height, dtype=pl.Float64, eager=True)
     cols: dict[str, pl.Series] = {}
-    entries: list[pl.Expr] = []
-    own: dict[str, list[pl.Expr]] = {"chosen": [], "rejected": []}
-    for k, scorer in enumerate(sorted(set(on_cand["scorer"].unique()) | set(on_pair["scorer"].unique()))):
-        c = on_cand.filter(pl.col("scorer") == scorer).unique("__c", keep="last", maintain_order=True)
-        p = on_pair.filter(pl.col("scorer") == scorer).unique("__i", keep="last", maintain_order=True)
-        by_cand = _dense(n_cand, c["__c"], c["value"])
-        for side, index in (("chosen", "__c"), ("rejected", "__r")):
-            col = f"__s{k}{side[0]}"
-            cols[col] = by_cand.gather(rows[index])
-            own[side].append(pl.when(pl.col("score") == scorer).then(pl.col(col)))
-        cols[f"__s{k}p"] = _dense(rows.height, p["__i"], p["value"])
-        sides = [pl.col(f"__s{k}{s[0]}").alias(s) for s in SCORE_SIDES]
-        name = scorer.replace("\\", "\\\\").replace('"', '\\"')
-        entries.append(pl.when(pl.any_horizontal(e.is_not_null() for e in sides))
-                       .then(pl.concat_str([pl.lit(f'"{name}":'), pl.struct(*sides).struct.json_encode()])))
-    rows = rows.with_columns(**cols)
-    return rows.with_columns(
-        (pl.coalesce(own[side]) if own[side] else pl.lit(None, dtype=pl.Float64)).alias(f"{side}_score") for side in own
-    ), entries
+    for k, scorer in enumerate(scorers):
+        cols[f"__s{k}c"] = by_cand[scorer].gather(keys["__c"]) if scorer in by_cand else none
+        cols[f"__s{k}r"] = by_cand[scorer].gather(keys["__r"]) if scorer in by_cand else none
+        cols[f"__s{k}p"] = by_pair.get(scorer, none)
+    return keys.with_columns(**cols), scorers
 
 
 def plan_version_rows(
@@ -312,78 +399,65 @@ def plan_version_rows(
 
     An item is kept iff all its decisions keep it; flips are applied (xor) by `flip`; weight is
     the product of the decisions' weights; epsilon is the last non-null one. Tables may be lazy
-    scans: only the columns the rows need are read.
+    scans: each id column is read alone, looked up and dropped, so the plan holds row numbers.
     """
     if not 0.0 <= test_fraction < 1.0:
         raise RowsError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    pairs = _frame(tables, "pairs")
-    if pairs["pair_id"].n_unique() < pairs.height:
-        dup = pairs.filter(pl.col("pair_id").is_duplicated())
+    pair_ids = _frame(tables, "pairs", ["pair_id"])
+    if pair_ids["pair_id"].n_unique() < pair_ids.height:
+        dup = pair_ids.filter(pl.col("pair_id").is_duplicated())
         raise RowsError(f"pairs: {dup.height} rows repeat a pair_id (e.g. {dup['pair_id'][0]}); deduplicate first")
-    rows = combine_decisions(pairs, _frame(tables, "decisions", ["target_id", "kept", "flip", "weight", "epsilon"]))
-    counts = {"pairs_in": pairs.height, "dropped": int((~rows["_kept"]).sum())}
-    del pairs
-    rows = rows.filter(pl.col("_kept")).with_row_index("__i")
-    counts["flipped"] = int(rows["_flip"].sum())
+    decided = combine_decisions(pair_ids, _frame(tables, "decisions", ["target_id", "kept", "flip", "weight", "epsilon"]))
+    counts = {"pairs_in": pair_ids.height, "dropped": int((~decided["_kept"]).sum())}
+    del pair_ids
+    decided = decided.with_row_index("__i").filter(pl.col("_kept"))
+    kept_ids = decided["pair_id"]  # pairwise scorers' targets
+    keys = decided.select("__i", "_flip", pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
+    del decided
+    counts["flipped"] = int(keys["_flip"].sum())
 
-    prompts = _frame(tables, "prompts", ["prompt_id", "messages", "source"])
+    def ids(column: str) -> pl.Series:  # the kept pairs' `column`, read alone
+        return _frame(tables, "pairs", [column])[column].gather(keys["__i"])
+
+    prompts = _frame(tables, "prompts", ["prompt_id", pl.col("messages").is_null().alias("absent")])
     # no texts here: a candidate is its id, whether it has a text and its length (batches read texts)
-    candidates = _frame(tables, "candidates", ["candidate_id", pl.col("text").is_null().alias("no_text"),
+    candidates = _frame(tables, "candidates", ["candidate_id", pl.col("text").is_null().alias("absent"),
                                                pl.col("text").str.len_chars().alias("chars")])
-    cand = _index(candidates, "candidate_id", "__c")
-    rows = rows.with_columns(_lookup(rows["prompt_id"], _index(prompts, "prompt_id", "__p")).alias("__p"),
-                             _lookup(rows["chosen_id"], cand).alias("__c"), _lookup(rows["rejected_id"], cand).alias("__r"))
-    messages, no_text = prompts["messages"], candidates["no_text"]
-    for index, absent, what, name in (("__p", messages.is_null(), "prompt_id", "prompts"), ("__c", no_text, "chosen_id", "candidates"),
-                                      ("__r", no_text, "rejected_id", "candidates")):
-        missing = rows.filter(absent.gather(rows[index]).fill_null(True))
-        if missing.height:
+    cand = _index(candidates["candidate_id"], "__c")
+    for index, what, name, found in (("__p", "prompt_id", "prompts", prompts), ("__c", "chosen_id", "candidates", candidates),
+                                     ("__r", "rejected_id", "candidates", candidates)):
+        looked_up = (_lookup(ids(what), _index(prompts["prompt_id"], "__p"), prompts["prompt_id"]) if name == "prompts"
+                     else _lookup(ids(what), cand, candidates["candidate_id"]))
+        missing = found["absent"].gather(looked_up).fill_null(True)
+        if missing.any():
+            first = int(missing.arg_true()[0])
             raise RowsError(
-                f"{missing.height} kept pairs have a {what} with no row (or no text) in `{name}` "
-                f"(e.g. pair {missing['pair_id'][0]}, {what} {missing[what][0]}); pass the {name} table"
+                f"{int(missing.sum())} kept pairs have a {what} with no row (or no text) in `{name}` "
+                f"(e.g. pair {kept_ids[first]}, {what} {ids(what)[first]}); pass the {name} table"
             )
-    rows = rows.with_columns(prompts["source"].gather(rows["__p"]).alias("source"))
+        keys = keys.with_columns(looked_up.alias(index))
 
-    point = _frame(tables, "scores", ["target_id", "scorer", "value"]).filter(pl.col("value").is_not_null())
-    rows, entries = _score_columns(rows, point, cand, candidates.height)
+    scores = _slices(tables, "scores", ["target_id", "scorer", "value"], SCORE_ROWS)
+    keys, scorers = _score_columns(keys, scores, candidates["candidate_id"], cand, kept_ids)
     chars = candidates["chars"]
-    del point, cand, candidates
-    rows = rows.with_columns(
-        pl.when(pl.col("margin").is_null()).then(pl.col("chosen_score") - pl.col("rejected_score")).otherwise(pl.col("margin")).alias("margin")
-    )
-    # a flip swaps every side: the text indexes and each scorer's values (its pair value p -> 1 - p)
-    f = pl.col("_flip")
-    swap = [("__c", "__r")] + [(c, c[:-1] + "r") for c in rows.columns if c.startswith("__s") and c.endswith("c")]
-    rows = rows.with_columns(
-        *[e for a, b in swap for e in (pl.when(f).then(pl.col(b)).otherwise(pl.col(a)).alias(a),
-                                       pl.when(f).then(pl.col(a)).otherwise(pl.col(b)).alias(b))],
-        *[pl.when(f).then(1.0 - pl.col(c)).otherwise(pl.col(c)).alias(c) for c in rows.columns if c.startswith("__s") and c.endswith("p")],
-    )
-    rows = flip(rows, "_flip")
-    scores_json = (pl.when(pl.any_horizontal(e.is_not_null() for e in entries))
-                   .then(pl.concat_str([pl.lit("{"), pl.concat_str(entries, separator=",", ignore_nulls=True), pl.lit("}")]))
-                   if entries else pl.lit(None, dtype=pl.String))
+    del cand, candidates, kept_ids
 
     if test_fraction > 0:
-        used = rows["__p"].unique()
-        test = pl.repeat(False, messages.len(), dtype=pl.Boolean, eager=True).scatter(
+        used = keys["__p"].unique()
+        test = pl.repeat(False, prompts.height, dtype=pl.Boolean, eager=True).scatter(
             used, held_out_prompts(prompts["prompt_id"].gather(used), test_fraction, seed))
-        split = pl.when(test.gather(rows["__p"])).then(pl.lit("test")).otherwise(pl.lit("train"))
+        keys = keys.with_columns(test.gather(keys["__p"]).alias("__test"))
     else:
-        split = pl.lit("train")
-    rows = rows.with_columns(split.alias("split"), pl.col("_weight").alias("weight"), pl.col("_epsilon").alias("epsilon"))
-    made = ("prompt", "chosen", "rejected", "scores")  # per batch
-    keys = rows.select([c for c in schema.VERSION_ROWS.names if c not in made] + ["__p", "__c", "__r"]
-                       + [c for c in rows.columns if c.startswith("__s")])
-    counts["rows"] = keys.height
-    counts["train"] = int((keys["split"] == "train").sum())
-    counts["test"] = keys.height - counts["train"]
-    counts["ties"] = int(tie_mask(keys).sum())
-    del rows
-    source = tables.get("candidates")
-    texts = (Texts(scan=schema.conform_lazy(source, "candidates").select("text")) if isinstance(source, pl.LazyFrame)
-             else Texts(column=_frame(tables, "candidates", ["text"])["text"]))
-    return VersionRows(keys, messages, texts, chars, counts, scores_json)
+        keys = keys.with_columns(pl.lit(False).alias("__test"))
+    del prompts
+    test_rows = int(keys["__test"].sum())
+    counts.update(rows=keys.height, train=keys.height - test_rows, test=test_rows)
+    sides = flip(_frame(tables, "pairs", ["meta", "confidence"])[keys["__i"]].with_columns(keys["_flip"]), "_flip")
+    counts["ties"] = int(tie_mask(sides).sum())
+    del sides
+    plan = VersionRows(keys, Rows(tables, "pairs", PAIR_COLUMNS), Rows(tables, "prompts", ("messages", "source")),
+                       Rows(tables, "candidates", ("text",)), chars, scorers, counts)
+    return plan
 
 
 def version_rows(

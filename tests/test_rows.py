@@ -150,3 +150,50 @@ def test_the_split_is_the_sha256_rule():
     cut = int(0.3 * 2**32)
     expected = [int.from_bytes(hashlib.sha256(f"7:{p}".encode()).digest()[:4], "big") < cut for p in ids]
     assert held_out_prompts(ids, 0.3, 7).to_list() == expected and 30 < sum(expected) < 90
+
+
+def _scans(tables: dict[str, pl.DataFrame], folder) -> dict[str, pl.LazyFrame]:
+    scans = {}
+    for name, frame in tables.items():
+        frame.write_parquet(folder / f"{name}.parquet", row_group_size=3)  # reads cross row groups
+        scans[name] = pl.scan_parquet(folder / f"{name}.parquet")
+    return scans
+
+
+def test_batches_of_scans_in_any_order_hold_every_row_once(tmp_path, monkeypatch):
+    """Rows gathered a slice at a time from scans (prompts and candidates shuffled, so gathers are
+    out of order and span several slices; drops, so kept rows skip pair rows): each kept pair once,
+    in order, with its own texts, whatever the batch and slice sizes."""
+    import curation.rows
+
+    tables = _tables(9)
+    tables["prompts"] = tables["prompts"].sample(fraction=1.0, shuffle=True, seed=3)
+    tables["candidates"] = tables["candidates"].sample(fraction=1.0, shuffle=True, seed=4)
+    ids = tables["pairs"]["pair_id"].to_list()
+    dropped = {ids[0], ids[3], ids[4], ids[8]}
+    tables["decisions"] = schema.frame([{"target_id": p, "stage": "s", "kept": p not in dropped, "flip": i % 3 == 1}
+                                        for i, p in enumerate(ids)], "decisions")
+    whole, counts = version_rows(tables, test_fraction=0.3, seed=1)
+    assert whole["pair_id"].to_list() == [p for p in ids if p not in dropped] and counts["rows"] == 5
+    texts = dict(tables["candidates"].select("candidate_id", "text").iter_rows())
+    assert all(texts[c] == t for c, t in whole.select("chosen_id", "chosen").iter_rows())
+    scans = _scans(tables, tmp_path)
+    for read_rows, score_rows, batch in ((1, 1, 1), (2, 3, 2), (4, 5, 3), (1_000, 1_000, 4)):
+        monkeypatch.setattr(curation.rows, "READ_ROWS", read_rows)
+        monkeypatch.setattr(curation.rows, "SCORE_ROWS", score_rows)
+        plan = plan_version_rows(scans, test_fraction=0.3, seed=1)
+        assert plan.counts == counts
+        assert pl.concat(list(plan.batches(batch))).equals(whole), (read_rows, score_rows, batch)
+
+
+def test_ids_that_share_a_hash_still_find_their_own_rows(monkeypatch):
+    """Ids are joined on 64-bit hashes, then checked: where two ids share one, the strings decide."""
+    import curation.rows
+
+    tables = _tables(6)
+    tables["decisions"] = _decisions(version_rows(tables)[0]["pair_id"].to_list(), [True, False] * 3)
+    expected = version_rows(tables, test_fraction=0.5, seed=1)
+    few = lambda ids: ids.str.len_bytes().cast(pl.UInt64) % 2  # noqa: E731 - every id shares its hash with others
+    monkeypatch.setattr(curation.rows, "_hashed", few)
+    rows, counts = version_rows(tables, test_fraction=0.5, seed=1)
+    assert rows.equals(expected[0]) and counts == expected[1]
