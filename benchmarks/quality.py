@@ -23,7 +23,14 @@ paired (same seed, same held-out pairs).
 
     python -m benchmarks.quality --data alpaca_eval2 --pairs 1000 --seeds 2 --budgets 0.2
     python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json   # README tables, figure redrawn
-    python -m benchmarks.quality --table benchmarks/results/quality_<tag>.json --readme   # and the README's selection section
+    python -m benchmarks.quality --table A.json B.json --readme   # and the README's generated sections from the files
+
+The README's noise section, re-run and rewritten in one command (after a change of the noise default):
+
+    python -m benchmarks.quality --parts noise --data alpaca_eval2 alpaca_eval1 hh_rlhf pandalm llmbar \
+        --pairs 3000 --seeds 5 --tag noise --readme
+
+Trained reward models are deleted once their held-out accuracy is recorded (`--keep-models` keeps them).
 """
 
 from __future__ import annotations
@@ -33,7 +40,9 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -85,22 +94,14 @@ def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
 
 
 def auroc(scores: np.ndarray, positives: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties 1/2 (Mann-Whitney)."""
+    """P(score of a positive > score of a negative), ties 1/2 (Mann-Whitney on average ranks)."""
+    from scipy.stats import rankdata
+
     pos = positives.astype(bool)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(order):  # average ranks over ties
-        j = i
-        while j + 1 < len(order) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float((rankdata(scores)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def bootstrap(stat: Callable[..., float], runs: Sequence[Sequence[np.ndarray]], seed: int = 0) -> dict[str, float]:
@@ -142,11 +143,13 @@ def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -
         s = noise.strength(noisy, SelectionContext("pair_id", embed=embed, stage="noise"))
         wall = time.perf_counter() - t0
         mu, flagged = np.asarray(s["mu"], dtype=float), np.asarray(s["flagged"], dtype=bool)
+        report = getattr(noise, "report", {})
         base_mu = length_baseline_mu(noisy, seed)
         k = int(flagged.sum())
         base_flagged = np.zeros(pool.height, dtype=bool)
         base_flagged[np.argsort(base_mu, kind="stable")[:k]] = True
-        per_seed.append({"mask": mask, "mu": mu, "flagged": flagged, "base_mu": base_mu, "base_flagged": base_flagged, "wall_s": wall})
+        per_seed.append({"mask": mask, "mu": mu, "flagged": flagged, "base_mu": base_mu, "base_flagged": base_flagged, "wall_s": wall,
+                         "report": {k: report[k] for k in ("skipped_signals", "expected_good_lost") if k in report}})
         log.info("noise seed %d: filter AUROC %.3f flagged %d (%.0f s); length-only AUROC %.3f",
                  seed, auroc(-mu, mask), k, wall, auroc(-base_mu, mask))
 
@@ -170,6 +173,7 @@ def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -
         "length_good_lost_same_count": bootstrap(good_lost, runs("base_flagged", "mask")),
         "agreement_with_length": bootstrap(agree, runs("flagged", "base_flagged")),
         "filter_wall_s": [r["wall_s"] for r in per_seed],
+        "filter_reports": [r["report"] for r in per_seed],
     }
 
 
@@ -200,28 +204,50 @@ def reward_base_model(layers: int) -> Path:
 
 
 class Truncator:
-    """Cuts prompt turns and responses to a token share of the reward model's window, each text once."""
+    """Cuts the prompt and each response to a token share of the reward model's window, each text once.
+
+    A multi-turn prompt (hh-rlhf) keeps its last turn and as many whole earlier turns as fit its
+    share, newest first, starting at a user turn: cutting every turn on its own let a long conversation pass the window,
+    and TRL drops such pairs (a third of hh-rlhf's). A one-turn prompt (AlpacaEval) is cut as before."""
+
+    ROLE_TOKENS = 4  # the template's "role: " and line break per turn
 
     def __init__(self, model: Path, max_length: int) -> None:
         from transformers import AutoTokenizer
 
         self.tok = AutoTokenizer.from_pretrained(str(model))
         self.each = (max_length - 16) // 3  # prompt, chosen or rejected; room for the template
-        self.cache: dict[str, str] = {}
+        self.cache: dict[str, tuple[str, int]] = {}
 
-    def cut(self, text: str | None) -> str:
+    def cut_counted(self, text: str | None) -> tuple[str, int]:
         text = text or ""
         if text not in self.cache:
             ids = self.tok(text, add_special_tokens=False)["input_ids"]
-            self.cache[text] = text if len(ids) <= self.each else self.tok.decode(ids[: self.each])
+            self.cache[text] = (text, len(ids)) if len(ids) <= self.each else (self.tok.decode(ids[: self.each]), self.each)
         return self.cache[text]
+
+    def cut(self, text: str | None) -> str:
+        return self.cut_counted(text)[0]
+
+    def cut_prompt(self, messages: list[dict]) -> list[dict]:
+        last, used = self.cut_counted(messages[-1]["content"])
+        kept = [{**messages[-1], "content": last}]
+        for m in reversed(messages[:-1]):
+            text, n = self.cut_counted(m["content"])
+            if text != m["content"] or used + self.ROLE_TOKENS + n > self.each:
+                break
+            used += self.ROLE_TOKENS + n
+            kept.append(m)
+        while len(kept) > 1 and kept[-1]["role"] != "user":  # roles still alternate from a user turn
+            kept.pop()
+        return kept[::-1]
 
     def __call__(self, rows: pl.DataFrame) -> pl.DataFrame:
         prompt_type = rows.schema["prompt"]
         return rows.with_columns(
             pl.Series("chosen", [self.cut(t) for t in rows["chosen"].to_list()], dtype=pl.String),
             pl.Series("rejected", [self.cut(t) for t in rows["rejected"].to_list()], dtype=pl.String),
-            pl.Series("prompt", [[{**m, "content": self.cut(m["content"])} for m in ms] for ms in rows["prompt"].to_list()], dtype=prompt_type),
+            pl.Series("prompt", [self.cut_prompt(ms) for ms in rows["prompt"].to_list()], dtype=prompt_type),
         )
 
 
@@ -293,16 +319,21 @@ def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespa
                     method="reward", model=str(base), out=str(folder), max_length=args.rm_max_length, batch_size=16,
                     learning_rate=args.rm_lr, epochs=args.rm_epochs, seed=seed, record=False, resume=False,
                     save_steps=10**6, logging_steps=10**6, use_margin=False,
+                    trl={"save_strategy": "no"},  # no end-of-training checkpoint (optimizer state: 3x the model, never resumed)
                 )
+                trained_at = time.perf_counter()
                 ev = evaluate(folder, test_cut, {"record": False, "batch_size": 64, "max_length": args.rm_max_length})
-                for checkpoint in folder.glob("checkpoint-*"):  # optimizer state: 3x the model, never resumed here
-                    shutil.rmtree(checkpoint)
+                eval_s = time.perf_counter() - trained_at
+                if not args.keep_models:  # ~60 MB a model, 135 of them per run: kept only with --keep-models
+                    shutil.rmtree(folder)
                 margin = dict(zip(ev.per_pair["pair_id"].to_list(), ev.per_pair["margin"].to_list()))
                 correct = [1.0 if margin[p] > 0 else 0.5 if margin[p] == 0 else 0.0 for p in test["pair_id"].to_list()]
                 run = {"seed": seed, "fraction": fraction, "budget": budget, "selector": kind, "pairs": final.height,
                        "flipped_by_selection": int(res.decisions["flip"].fill_null(False).sum()) if "flip" in res.decisions.columns else 0,
                        "accuracy": float(np.mean(correct)), "correct": correct, "select_s": select_s,
-                       "train_s": trained.metrics.get("train_runtime"), "wall_s": time.perf_counter() - t0,
+                       "train_s": trained.metrics.get("train_runtime"), "train_call_s": trained_at - t0 - select_s,
+                       "dropped_over_max_length": trained.metrics.get("dropped_over_max_length"),
+                       "eval_s": eval_s, "wall_s": time.perf_counter() - t0,
                        "load_avg_1m": os.getloadavg()[0]}
                 runs.append(run)
                 out["summary"] = selection_summary(runs)
@@ -405,7 +436,7 @@ def table(result: dict) -> str:
         if "noise" in d:
             z = d["noise"]
             paired = fmt(z["filter_minus_length_auroc"]) if "filter_minus_length_auroc" in z else "-"
-            noise.append(f"| {n} | {z['pairs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
+            noise.append(f"| {n} | {z['pairs']} | {z['filter_auroc']['runs']} | {fmt(z['filter_auroc'])} | {fmt(z['filter_recall'])} | {fmt(z['filter_good_lost'])} "
                          f"| {fmt(z['length_auroc'])} | {paired} | {fmt(z['length_recall_same_count'])} |")
         for f, kinds in d.get("selection", {}).get("summary", {}).items():
             for kind, e in kinds.items():
@@ -414,17 +445,23 @@ def table(result: dict) -> str:
         notes += [f"{n}: {kind} skipped ({why})" for kind, why in d.get("selection", {}).get("skipped", {}).items()]
     lines = []
     if noise:
-        header = ("| set | pairs | filter AUROC | filter recall | good pairs lost | length-only AUROC | filter minus length (paired) "
-                  "| length-only recall (same count) |")
-        lines += [header, "|---|---:|---|---|---|---|---|---|", *noise, ""]
+        header = ("| set | pairs | seeds | filter AUROC | filter recall | good pairs lost | length-only AUROC | filter minus length "
+                  "(paired) | length-only recall (same count) |")
+        lines += [header, "|---|---:|---:|---|---|---|---|---|---|", *noise, ""]
     if selection:
         lines += ["| set | budget | selector | pairs | seeds | RM held-out accuracy | minus random (paired) |",
                   "|---|---:|---|---:|---:|---|---|", *selection, ""]
     return "\n".join(lines + notes).strip()
 
 
-README_BEGIN = "<!-- quality-selection: generated by `python -m benchmarks.quality --table {path} --readme` -->"
-README_END = "<!-- quality-selection: end -->"
+def readme_begin(part: str, command: str) -> str:
+    return f"<!-- quality-{part}: generated by `{command}` -->"
+
+
+def readme_end(part: str) -> str:
+    return f"<!-- quality-{part}: end -->"
+
+
 
 
 def signed(ci: dict) -> str:
@@ -440,11 +477,71 @@ def identical_to_random(runs: list[dict], seeds: list[int], fraction: float, kin
     return bool(mine) and mine == base
 
 
-def selection_readme(result: dict, path: str) -> str:
-    """The README's selection section: set-up line, a selectors x budgets table of paired differences
-    to random (random's own accuracy on top), and which intervals exclude 0, all read from `result`."""
-    out = [README_BEGIN.format(path=path), ""]
-    for name, d in result["datasets"].items():
+def noise_readme(files: list[tuple[str, dict]], command: str) -> str:
+    """The README's noise section: set-up line, one table over every set in the files, and issue 13's
+    targets checked, all read from the files."""
+    sets: dict[str, dict] = {}
+    for _, result in files:
+        for name, d in result["datasets"].items():
+            if "noise" in d:
+                sets.setdefault(name, {**d["noise"], "flip_rate": result["args"]["flip_rate"]})
+    if not sets:
+        return "\n".join([readme_begin("noise", command), readme_end("noise")])
+    defaults = list(dict.fromkeys(json.dumps(z["filter"]["default"], sort_keys=True) for z in sets.values()))
+    shown = lambda v: "[" + ", ".join(map(str, v)) + "]" if isinstance(v, list) else str(v)
+    knobs = "; ".join(", ".join(f"{k} {shown(d[k])}" for k in ("method", "signals", "min_confidence", "max_good_loss") if k in d)
+                      for d in map(json.loads, defaults))
+    rates = sorted({z["flip_rate"] for z in sets.values()})
+    skipped = sorted({f"{n}: {sig} ({why})" for n, z in sets.items() for r in z.get("filter_reports", [])
+                      for sig, why in r.get("skipped_signals", {}).items()})
+    walls = {n: float(np.median(z["filter_wall_s"])) for n, z in sets.items()}
+    minutes = sum(r.get("total_s", 0.0) for _, r in files) / 60
+    out = [readme_begin("noise", command), ""]
+    out.append(
+        f"{', '.join(f'`{path}`' for path, _ in files)}: {' or '.join(f'{r:.0%}' for r in rates)} of the labels flipped afresh for "
+        f"each seed; the noise filter as a recipe builds it (`{{kind: noise}}`, the defaults when the files were written: {knobs}"
+        + (", which differ between the files" if len(defaults) > 1 else "")
+        + ") at its own threshold, beside the noise step's length-only baseline (a cross-fitted logistic BT model on the log "
+        "length difference) flagging as many pairs. Mean over seeds with a 95% bootstrap interval that redraws seeds and pairs; "
+        "the difference is paired. The filter took "
+        + ", ".join(f"{walls[n]:.0f} s" + (f" ({n})" if len(walls) > 1 else "") for n in sets)
+        + f" per seed (median); the runs took {minutes:.0f} minutes in all on the shared 2-core machine."
+        + (f" Signals skipped: {'; '.join(skipped)}." if skipped else "")
+    )
+    out += ["", table({"datasets": {n: {"noise": z} for n, z in sets.items()}}), ""]
+    verdict = []
+    for name, z in sets.items():
+        d = z["filter_minus_length_auroc"]
+        side = "ahead of" if d["low"] > 0 else "behind" if d["high"] < 0 else "within noise of"
+        verdict.append(f"{name} {side} length-only ({signed(d)})")
+    out.append("Filter AUROC minus length-only, paired: " + "; ".join(verdict) + ".")
+    targets = []
+    if "alpaca_eval2" in sets:
+        z = sets["alpaca_eval2"]
+        targets += [check("AlpacaEval-2 AUROC", z["filter_auroc"], ">=", 0.93),
+                    check("flips removed", z["filter_recall"], ">=", 0.75),
+                    check("good pairs lost", z["filter_good_lost"], "<=", 0.20)]
+    if "hh_rlhf" in sets:
+        targets.append(check("hh-rlhf AUROC", sets["hh_rlhf"]["filter_auroc"], ">=", 0.70))
+    if targets:
+        ae2 = sets.get("alpaca_eval2")
+        out.append("Issue 13's targets" + (f" ({ae2['pairs']} AlpacaEval-2 pairs; the issue names 3,000)" if ae2 else "")
+                   + ": " + "; ".join(targets) + ".")
+    out.append("")
+    return "\n".join(out + [readme_end("noise")])
+
+
+def check(what: str, ci: dict, op: str, target: float) -> str:
+    met = ci["mean"] >= target if op == ">=" else ci["mean"] <= target
+    return f"{what} {op} {target:g}: {fmt(ci)}, {'met' if met else 'missed'}"
+
+
+def selection_readme(files: list[tuple[str, dict]], command: str) -> str:
+    """The README's selection section: per set, a set-up line, a selectors x budgets table of paired differences
+    to random (random's own accuracy on top), and which intervals exclude 0, all read from the files."""
+    out = [readme_begin("selection", command), ""]
+    verdicts: dict[tuple[str, str], dict[str, str]] = {}  # (selector, budget) -> set -> ahead / within noise / behind
+    for path, name, d in ((path, name, d) for path, result in files for name, d in result["datasets"].items()):
         sel = d.get("selection")
         if not sel or not sel.get("runs"):
             continue
@@ -488,6 +585,8 @@ def selection_readme(result: dict, path: str) -> str:
                     continue
                 total += 1
                 cell = signed(ci)
+                side = "ahead" if ci["low"] > 0 else "behind" if ci["high"] < 0 else "within noise"
+                verdicts.setdefault((kind, f"{float(f):.0%}"), {})[name] = side
                 if ci["low"] > 0 or ci["high"] < 0:
                     hits.append(f"{kind} at {float(f):.0%} ({signed(ci)})")
                     cell = f"**{cell}**"
@@ -499,17 +598,37 @@ def selection_readme(result: dict, path: str) -> str:
                 f"each interval is 95%, so about {total / 20:.1f} would exclude 0 by chance alone)."]
         out += [f"{kind} skipped: {why}" for kind, why in sel.get("skipped", {}).items()]
         out.append("")
-    return "\n".join(out + [README_END])
+    sets = list(dict.fromkeys(n for v in verdicts.values() for n in v))
+    shared = {key: v for key, v in verdicts.items() if len(v) > 1}
+    if shared:
+        out += ["Across the sets (each selector against random on the same set, paired 95% interval):", "",
+                "| selector | budget | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+        out += [f"| {kind} | {budget} | " + " | ".join(v.get(n, "-") for n in sets) + " |" for (kind, budget), v in shared.items()]
+        out.append("")
+    return "\n".join(out + [readme_end("selection")])
 
 
-def write_readme(section: str, readme: Path = ROOT / "README.md") -> None:
-    """Replace the generated selection section of the README (between its markers) with `section`."""
+def write_readme(part: str, section: str, readme: Path = ROOT / "README.md") -> None:
+    """Replace the generated `part` section of the README (between its markers) with `section`."""
     text = readme.read_text()
-    begin = text.find(README_BEGIN.split("{path}")[0])
-    end = text.find(README_END)
+    begin = text.find(f"<!-- quality-{part}: generated by")
+    end = text.find(readme_end(part))
     if begin < 0 or end < begin:
-        raise SystemExit(f"{readme}: no generated selection section (markers {README_BEGIN!r} ... {README_END!r})")
-    readme.write_text(text[:begin] + section + text[end + len(README_END):])
+        raise SystemExit(f"{readme}: no generated {part} section (markers <!-- quality-{part}: generated by ... --> ... {readme_end(part)})")
+    readme.write_text(text[:begin] + section + text[end + len(readme_end(part)):])
+
+
+def rewrite_readme(paths: list[Path], command: str) -> None:
+    """Rewrite the README's noise and/or selection sections from result files (each part any file holds)."""
+    files = [(str(p.resolve().relative_to(ROOT)), json.loads(p.read_text())) for p in paths]
+    for _, result in files:
+        for d in result["datasets"].values():
+            if d.get("selection", {}).get("runs"):
+                d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
+    if any("noise" in d for _, r in files for d in r["datasets"].values()):
+        write_readme("noise", noise_readme(files, command))
+    if any(d.get("selection", {}).get("runs") for _, r in files for d in r["datasets"].values()):
+        write_readme("selection", selection_readme(files, command))
 
 
 def main() -> None:
@@ -528,18 +647,23 @@ def main() -> None:
     p.add_argument("--rm-epochs", type=float, default=2.0)
     p.add_argument("--rm-lr", type=float, default=1e-4)
     p.add_argument("--tag", default=None, help="result name: quality_<tag>.json/.png")
-    p.add_argument("--table", type=Path, help="print the markdown tables of a result file, redraw its figure, and exit")
-    p.add_argument("--readme", action="store_true", help="with --table: also rewrite the README's selection section from the file")
+    p.add_argument("--keep-models", action="store_true", help="keep each trained reward model under .curate/benchmarks/runs "
+                   "(default: deleted once its held-out accuracy is recorded)")
+    p.add_argument("--table", type=Path, nargs="+", help="print the markdown tables of result files, redraw their figures, and exit")
+    p.add_argument("--readme", action="store_true", help="rewrite the README's generated noise / selection sections from the "
+                   "result files (--table) or from this run's file")
     args = p.parse_args()
+    command = shlex.join(["python", "-m", "benchmarks.quality", *sys.argv[1:]])
     if args.table:
-        result = json.loads(args.table.read_text())
-        for d in result["datasets"].values():  # a run stopped early has runs but maybe no summary yet
-            if d.get("selection", {}).get("runs"):
-                d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
-        print(table(result))
-        plot(result, args.table.with_suffix(".png"))
+        for path in args.table:
+            result = json.loads(path.read_text())
+            for d in result["datasets"].values():  # a run stopped early has runs but maybe no summary yet
+                if d.get("selection", {}).get("runs"):
+                    d["selection"]["summary"] = selection_summary(d["selection"]["runs"])
+            print(table(result))
+            plot(result, path.with_suffix(".png"))
         if args.readme:
-            write_readme(selection_readme(result, str(args.table.resolve().relative_to(ROOT))))
+            rewrite_readme(args.table, command)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     args.tag = args.tag or f"{'_'.join(args.data)}_{args.pairs}_s{args.seeds}"
@@ -576,6 +700,9 @@ def main() -> None:
         plot(result, out_png)
     print(table(result))
     print(f"wrote {out_json.relative_to(ROOT)} and {out_png.relative_to(ROOT)} in {time.perf_counter() - started:.0f} s")
+    if args.readme:
+        rewrite_readme([out_json], command)
+        print("rewrote the README's generated quality section(s) from it")
 
 
 if __name__ == "__main__":

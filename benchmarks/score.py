@@ -15,7 +15,6 @@ Writes benchmarks/results/score.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -30,21 +29,17 @@ RESULTS = ROOT / "benchmarks" / "results" / "score.json"
 
 
 def load_rows(n: int):
+    """Both responses of the first pairs (the shared reader, curation.sources.read_pair_rows), n candidate rows."""
     import polars as pl
 
-    from curation import schema
+    from curation.sources import read_pair_rows
 
-    out = []
-    with gzip.open(DATA / "alpaca_eval1_gpt4_pairs.jsonl.gz", "rt", encoding="utf-8") as f:
-        for line in f:
-            p = json.loads(line)
-            pid = schema.prompt_id(p["messages"])
-            for side in ("chosen", "rejected"):
-                out.append(
-                    {"candidate_id": schema.response_id(pid, p[side]), "prompt_id": pid, "messages": p["messages"], "text": p[side]}
-                )
-            if len(out) >= n:
-                break
+    pairs = read_pair_rows(DATA / "alpaca_eval1_gpt4_pairs.jsonl.gz", limit=(n + 1) // 2)
+    out = [
+        {"candidate_id": r[f"{side}_id"], "prompt_id": r["prompt_id"], "messages": r["prompt"], "text": r[side]}
+        for r in pairs.iter_rows(named=True)
+        for side in ("chosen", "rejected")
+    ]
     return pl.DataFrame(out[:n])
 
 
