@@ -4,9 +4,12 @@ For each seed, a fresh 20% of labels is flipped; every method then scores the no
 is measured against the injected flips: AUROC of −μ, the default threshold's recall of flips and
 share of good pairs lost, and the calibration of p = P(label right) (ECE against "not
 injected", and against the pool's labels shown in a random order). Methods: the default
-`stacked` filter, the stacked filter as it was before the shared-responses signal and the
-loss-bounded threshold, `stacked` with MiniLM embeddings, the former default `bt_heads`, and
-the length-only cross-fitted BT baseline every noise step reports beside itself. Confidence
+`stacked` filter, the stacked filter as it was before the `generators` signal, `stacked` with
+MiniLM embeddings, the former default `bt_heads`, and the length-only cross-fitted BT baseline
+every noise step reports beside itself. The filter sees who wrote each response through the
+candidates table (candidate_id -> generator), as in a recipe run: a flip swaps the candidate
+ids, so it swaps the generators too (checked on every seed); the pairs' `meta`, where a flip
+writes `flipped`, is never a signal. Confidence
 intervals (95%) resample pairs (the same resample for every seed and method, so differences
 are paired) and average over seeds.
 
@@ -32,18 +35,18 @@ from curation.selectors.stacked_bt import (
     cross_fitted_length_margins,
     expected_calibration_error,
 )
-from curation.sources import read_pair_rows
+from curation.sources import read_pair_rows, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "noise_filter.json"
 log = logging.getLogger("noise_filter")
 
-BEFORE = "stacked (before: no shared_responses; p <= 0.5)"
+BEFORE = "stacked (before: no generators)"
 METHODS = {
     "stacked (default)": {"method": "stacked"},
-    BEFORE: {"method": "stacked", "signals": ["features", "words", "scores"], "max_good_loss": 1.0},
-    "stacked + embeddings": {"method": "stacked", "signals": ["features", "words", "embeddings", "scores"]},
+    BEFORE: {"method": "stacked", "signals": ["features", "words", "shared_responses", "scores"]},
+    "stacked + embeddings": {"method": "stacked", "signals": ["features", "words", "shared_responses", "generators", "embeddings", "scores"]},
     "bt_heads (former default)": {"method": "bt_heads"},
 }
 
@@ -110,7 +113,11 @@ def intervals(kept: dict[str, list[dict]]) -> dict:
         out[name]["good_lost"] = bootstrap_ci([(s["flagged"], s["flipped"]) for s in seeds], _lost)
         out[name]["auroc_minus_length_only"] = paired_auroc_difference(seeds, base)
     if "stacked (default)" in kept and BEFORE in kept:
-        out["stacked (default)"]["auroc_minus_before"] = paired_auroc_difference(kept["stacked (default)"], kept[BEFORE])
+        ours, theirs = kept["stacked (default)"], kept[BEFORE]
+        out["stacked (default)"]["auroc_minus_before"] = paired_auroc_difference(ours, theirs)
+        for key, stat in (("flip_recall", _recall), ("good_lost", _lost)):
+            paired = [(np.column_stack([s["flagged"], b["flagged"]]), s["flipped"]) for s, b in zip(ours, theirs)]
+            out["stacked (default)"][f"{key}_minus_before"] = bootstrap_ci(paired, lambda a, f, st=stat: st(a[:, 0], f) - st(a[:, 1], f))
     return out
 
 
@@ -130,17 +137,29 @@ def thresholds(p: np.ndarray, flipped: np.ndarray) -> dict:
     return out
 
 
+def swapped_generators(pool: pl.DataFrame, noisy: pl.DataFrame, flipped: np.ndarray, cands: pl.DataFrame) -> dict:
+    """The generators the filter sees: a flipped pair's are the clean pair's, swapped; the others unchanged."""
+    ctx = SelectionContext("pair_id", candidates=cands)
+    (c0, r0), (c1, r1) = ctx.pair_generators(pool), ctx.pair_generators(noisy)
+    same = [(a, b) == ((r, c) if f else (c, r)) for a, b, c, r, f in zip(c1, r1, c0, r0, flipped)]
+    if not all(same):
+        raise AssertionError(f"{len(same) - sum(same)} pairs show generators the flip rule did not give them")
+    return {"distinct": len(set(c0) | set(r0)), "flips_swap_them": True,
+            "flipped_pairs_with_different_generators": int(sum(a != b for a, b, f in zip(c1, r1, flipped) if f))}
+
+
 def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> dict:
     from curation.embed import Embedder
 
     pool = read_pair_rows(DATA / data, pairs)
+    cands = read_source(DATA / data).candidates.select("candidate_id", "generator")
     embed = Embedder().embed
     runs = []
     kept: dict[str, list[dict]] = {name: [] for name in ["length-only baseline", *methods]}
     for seed in range(seeds):
         flipped = np.random.default_rng(1000 + seed).random(pool.height) < rate
         noisy = apply_flips(pool, pl.DataFrame({"target_id": pool["pair_id"].filter(pl.Series(flipped)), "flip": True}))
-        row: dict = {"seed": seed, "flipped": int(flipped.sum())}
+        row: dict = {"seed": seed, "flipped": int(flipped.sum()), "generators": swapped_generators(pool, noisy, flipped, cands)}
         t0 = time.perf_counter()
         diff = log_length(noisy["chosen"].to_list()) - log_length(noisy["rejected"].to_list())
         lm = cross_fitted_length_margins(diff, noisy["prompt_id"].to_list(), folds=5, seed=seed)
@@ -148,7 +167,7 @@ def run(data: str, pairs: int, seeds: int, rate: float, methods: list[str]) -> d
         kept["length-only baseline"].append({"mu": lm, "flipped": flipped})
         for name in methods:
             sel = SELECTORS.build("noise", {"kind": "noise", **METHODS[name], "seed": seed})
-            ctx = SelectionContext("pair_id", embed=embed, stage="noise")
+            ctx = SelectionContext("pair_id", embed=embed, stage="noise", candidates=cands)
             if "embeddings" in json.dumps(METHODS[name]) or METHODS[name]["method"] == "bt_heads":
                 from curation.selectors.bt_head import pair_embeddings
 
