@@ -509,6 +509,9 @@ def noise_readme(files: list[tuple[str, dict]], command: str) -> str:
         + (f" Signals skipped: {'; '.join(skipped)}." if skipped else "")
     )
     out += ["", table({"datasets": {n: {"noise": z} for n, z in sets.items()}}), ""]
+    missing = [n for n in DATASETS if n not in sets]
+    if missing:
+        out.append(f"Not measured in these files: {', '.join(missing)}.")
     verdict = []
     for name, z in sets.items():
         d = z["filter_minus_length_auroc"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import polars as pl
 import pytest
 
 from curation import schema
+from curation.sources import read_pair_rows
 
 N_PAIRS = 24
 
@@ -23,16 +23,15 @@ def _one_torch_thread():
 
 
 def hh_tables(shared_data: Path, n: int = N_PAIRS) -> dict[str, pl.DataFrame]:
-    """The n shortest of the first 400 hh-rlhf test pairs as prompts, candidates and pairs tables."""
-    with gzip.open(shared_data / "hh_rlhf_test.jsonl.gz", "rt") as fh:
-        rows = [json.loads(line) for line, _ in zip(fh, range(400))]
+    """The n shortest of the first 400 hh-rlhf test pairs (the shared reader) as prompts, candidates and pairs tables."""
+    rows = read_pair_rows(shared_data / "hh_rlhf_test.jsonl.gz", limit=400).to_dicts()
     rows = [r for r in rows if r["chosen"] and r["rejected"] and r["chosen"] != r["rejected"]]
-    rows.sort(key=lambda r: (len(r["prompt"]) + len(r["chosen"]) + len(r["rejected"]), r["id"]))
+    length = lambda r: sum(len(m["content"]) for m in r["prompt"]) + len(r["chosen"]) + len(r["rejected"])
+    rows.sort(key=lambda r: (length(r), json.loads(r["meta"])["id"]))
     prompts, cands, pairs = [], [], []
     for r in rows[:n]:
-        pid = schema.prompt_id(r["messages"])
-        c, j = schema.response_id(pid, r["chosen"]), schema.response_id(pid, r["rejected"])
-        prompts.append({"prompt_id": pid, "messages": r["messages"], "source": "hh_rlhf", "meta": None})
+        pid, c, j = r["prompt_id"], r["chosen_id"], r["rejected_id"]
+        prompts.append({"prompt_id": pid, "messages": r["prompt"], "source": "hh_rlhf", "meta": None})
         for cid, text in ((c, r["chosen"]), (j, r["rejected"])):
             cands.append({"candidate_id": cid, "prompt_id": pid, "text": text, "generator": "dataset:hh_rlhf"})
         pairs.append({
