@@ -44,9 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MINILM_TEXTS_PER_S = 400  # all-MiniLM-L6-v2 on this machine's CPU (README, embed_store benchmark)
 DIM = 384
-STAGES = ("make", "score", "pairs", "pool", "dedup", "noise", "kmq", "fifa", "publish", "load")
+STAGES = ("make", "score", "pairs", "pool", "dedup", "noise", "kmq", "fifa", "fifa_recall", "publish", "load")
 NEEDS = {"score": "make", "pairs": "score", "pool": "pairs", "dedup": "pool", "noise": "dedup", "kmq": "dedup",
-         "fifa": "dedup", "publish": "kmq", "load": "publish"}
+         "fifa": "dedup", "fifa_recall": "fifa", "publish": "kmq", "load": "publish"}
+RECALL_SAMPLE, RECALL_QUERIES, RECALL_FULL_QUERIES = 100_000, 2_000, 500
 
 
 def _rss_mb() -> float:
@@ -178,6 +179,72 @@ def _select(work: Path, step: str, after: str | None, config: dict) -> dict:
     return out
 
 
+def _fifa_recall(work: Path, n: int) -> dict:
+    """FiFA's approximate k-th neighbour search against exact search.
+
+    On a 100k sample of the distinct prompt vectors FiFA saw: recall of the k nearest for 2,000
+    queries (exact = flat search over the sample), the k-th distance ratio (approximate / exact,
+    >= 1: a missed neighbour can only lengthen it) and the correlation of log distances (what
+    FiFA's diversity term uses). At full size: the k-th distances the fifa stage recorded for 500
+    prompts against exact search over all distinct prompts.
+    """
+    import faiss
+    import numpy as np
+    import polars as pl
+
+    from curation.selectors._inputs import l2_normalize
+    from curation.selectors.dedup import prompt_text_column
+    from curation.selectors.fifa import FiFA, nearest
+
+    cfg = FiFA.Config(kind="fifa")
+    kept = pl.read_parquet(work / "decisions_dedup.parquet").filter(pl.col("kept"))["target_id"]
+    pool = pl.read_parquet(work / "pool.parquet").filter(pl.col("pair_id").is_in(kept.implode()))
+    items = pool.select("pair_id", prompt_text_column(pool).alias("text")).unique("text", keep="first", maintain_order=True)
+    x = l2_normalize(_embedder(work).embed(items["text"].to_list()))
+    rng = np.random.default_rng(0)
+
+    def exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        flat = faiss.IndexFlatL2(base.shape[1])
+        flat.add(base)
+        return flat.search(queries, k)
+
+    def kth_without_self(dist: np.ndarray, ids: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, list[set]]:
+        kth, found = [], []
+        for d, i, r in zip(dist, ids, rows):
+            keep = i != r
+            kth.append(np.sqrt(max(float(d[keep][k - 1]), 0.0)))
+            found.append(set(i[keep][:k].tolist()))
+        return np.array(kth), found
+
+    k = cfg.k
+    sample = x[np.sort(rng.choice(len(x), size=min(RECALL_SAMPLE, len(x)), replace=False))]
+    queries = np.sort(rng.choice(len(sample), size=min(RECALL_QUERIES, len(sample)), replace=False))
+    t = time.process_time()
+    approx_d, approx_i = nearest(sample, k, index="ivf", nprobe=cfg.nprobe, seed=cfg.seed)
+    approx_s = time.process_time() - t
+    true_kth, true_sets = kth_without_self(*exact(sample, sample[queries], k + 1), queries, k)
+    got_kth, got_sets = kth_without_self(approx_d[queries], approx_i[queries], queries, k)
+    ratio = got_kth / np.maximum(true_kth, 1e-12)
+    out = {"sample": {"items": len(sample), "queries": len(queries), "k": k, "nprobe": cfg.nprobe,
+                      "lists": int(round(np.sqrt(len(sample)))), "approx_cpu_s": round(approx_s, 1),
+                      "recall_at_k": round(float(np.mean([len(a & b) / k for a, b in zip(got_sets, true_sets)])), 4),
+                      "kth_distance_ratio_mean": round(float(ratio.mean()), 4),
+                      "kth_distance_ratio_p95": round(float(np.quantile(ratio, 0.95)), 4),
+                      "log_kth_distance_correlation": round(float(np.corrcoef(np.log(got_kth), np.log(true_kth))[0, 1]), 4)}}
+    fifa = pl.read_parquet(work / "decisions_fifa.parquet").filter(pl.col("stage") == "select:fifa")
+    recorded = fifa.select("target_id", pl.col("detail").str.json_path_match("$.log_knn_distance").cast(pl.Float64).alias("log_d"))
+    rows = np.sort(rng.choice(len(x), size=min(RECALL_FULL_QUERIES, len(x)), replace=False))
+    full_kth, _ = kth_without_self(*exact(x, x[rows], k + 1), rows, k)
+    logged = items[rows].select("pair_id").join(recorded, left_on="pair_id", right_on="target_id", how="left",
+                                                 maintain_order="left")["log_d"].to_numpy()
+    full_ratio = (np.exp(logged) - cfg.epsilon) / np.maximum(full_kth, 1e-12)
+    out["full"] = {"items": len(x), "queries": len(rows), "kth_distance_ratio_mean": round(float(full_ratio.mean()), 4),
+                   "kth_distance_ratio_p95": round(float(np.quantile(full_ratio, 0.95)), 4),
+                   "exact_share": round(float(np.mean(full_ratio < 1 + 1e-4)), 4),
+                   "log_kth_distance_correlation": round(float(np.corrcoef(logged, np.log(full_kth + cfg.epsilon))[0, 1]), 4)}
+    return out
+
+
 def _publish(work: Path, n: int) -> dict:
     import polars as pl
 
@@ -208,7 +275,8 @@ def _stage(name: str, work: str, n: int, q) -> None:
         after = "noise" if (w / "decisions_noise.parquet").exists() else "dedup"
         out = {"after": after, **_select(w, name, after, {"kind": name, "fraction": 0.5})}
     else:
-        out = {"make": _make, "score": _score, "pairs": _pairs, "pool": _pool, "publish": _publish, "load": _load}[name](w, n)
+        out = {"make": _make, "score": _score, "pairs": _pairs, "pool": _pool, "fifa_recall": _fifa_recall,
+               "publish": _publish, "load": _load}[name](w, n)
     q.put({"wall_s": round(time.perf_counter() - t, 2), "cpu_s": round(time.process_time() - cpu, 2),
            "peak_rss_mb": round(_rss_mb(), 1), **out})
 

@@ -7,6 +7,7 @@ come for free.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -193,6 +194,14 @@ def json_strings(col: pl.Expr) -> pl.Expr:
     return pl.when(col.is_null()).then(pl.lit("null")).otherwise(pl.concat_str([pl.lit('"'), escaped, pl.lit('"')]))
 
 
+@functools.cache
+def python_regex_class(cls: str) -> str:
+    """Python `re`'s class `cls` (e.g. `\\w`, `\\s`) spelled as code point ranges for polars' (Rust)
+    regex, whose own Unicode classes differ (combining marks, \\x1c-\\x1f, ...)."""
+    runs = [(m.start(), m.end() - 1) for m in re.finditer(cls + "+", "".join(map(chr, range(0x110000))))]
+    return "".join(f"\\x{{{a:X}}}" + (f"-\\x{{{b:X}}}" if b > a else "") for a, b in runs)
+
+
 def content_hashes(frame: pl.DataFrame, *parts: str | pl.Expr, chars: int = ID_HEX_CHARS) -> pl.Series:
     """`content_hash(*parts)` of every row of `frame`, where a part is a literal string or a string
     column: the same JSON payload written by polars, its sha256 by DuckDB (no Python loop)."""
@@ -201,7 +210,7 @@ def content_hashes(frame: pl.DataFrame, *parts: str | pl.Expr, chars: int = ID_H
     pieces = [json_strings(p) if isinstance(p, pl.Expr) else pl.lit(json.dumps(p, ensure_ascii=False)) for p in parts]
     joined = [pl.lit("[")] + [x for i, piece in enumerate(pieces) for x in ((pl.lit(","),) if i else ()) + (piece,)]
     payload = frame.select(pl.concat_str(joined + [pl.lit("]")]).alias("payload"))
-    with duckdb.connect() as con:
+    with duckdb.default_connection().cursor() as con:  # the process's DuckDB, started once
         con.register("payload", payload.to_arrow())
         return con.sql(f"SELECT left(sha256(payload), {int(chars)}) AS h FROM payload").pl()["h"]
 

@@ -135,15 +135,8 @@ class Heuristic(Scorer):
 
 @functools.cache
 def python_word_pattern() -> str:
-    """`WORD` for polars' (Rust) regex: `\\w` and `\\s` spelled as the code points Python's `re`
-    matches with them (Rust's Unicode classes differ, e.g. on combining marks and \\x1c-\\x1f)."""
-    every = "".join(map(chr, range(0x110000)))
-
-    def spelled(cls: str) -> str:
-        runs = [(m.start(), m.end() - 1) for m in re.finditer(cls + "+", every)]
-        return "".join(f"\\x{{{a:X}}}" + (f"-\\x{{{b:X}}}" if b > a else "") for a, b in runs)
-
-    word, space = spelled(r"\w"), spelled(r"\s")
+    """`WORD` for polars' (Rust) regex, with Python's `\\w` and `\\s` (so counts equal `re`'s)."""
+    word, space = schema.python_regex_class(r"\w"), schema.python_regex_class(r"\s")
     return f"[{word}]+|[^{word}{space}]"
 
 

@@ -21,31 +21,55 @@ from curation.selectors._inputs import EmbedWhat, item_embeddings, item_texts, l
 from curation.selectors.base import SelectionContext, SelectionError, Selector, SelectorConfig, decisions
 
 FLAT_LIMIT = 100_000  # above this, "auto" uses an IVF index (exact search is O(n²))
+IVF_TRAIN_PER_LIST = 32  # k-means points per inverted list (faiss asks for at least 39 and warns below)
+IVF_TRAIN_ITERATIONS = 10
 
 log = logging.getLogger(__name__)
+
+
+def nearest(
+    x: np.ndarray, k: int, *, index: Literal["auto", "flat", "ivf"] = "auto", nprobe: int = 8, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Squared L2 distances and row ids of each row's k + 1 nearest rows (itself normally among them).
+
+    "ivf" (and "auto" past FLAT_LIMIT rows): sqrt(n) inverted lists from a k-means of 32 points
+    per list and 10 iterations (the lists only need to bucket nearby points; a finer k-means costs
+    more than the search it saves), `nprobe` lists searched per row; a row whose lists held fewer
+    than k + 1 rows is searched exactly. The recall this gives is measured against exact search
+    in benchmarks/recipe_1m.py (100k synthetic prompt vectors, 2,000 queries: 0.989 at nprobe 2,
+    0.9999 at 4)."""
+    import faiss
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if index == "flat" or (index == "auto" and n <= FLAT_LIMIT):
+        idx = faiss.IndexFlatL2(d)
+    else:
+        nlist = max(1, int(round(np.sqrt(n))))
+        idx = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        idx.cp.niter = IVF_TRAIN_ITERATIONS
+        idx.cp.min_points_per_centroid = 1  # a small pool is legitimate; don't warn
+        rng = np.random.default_rng(seed)
+        idx.train(x[np.sort(rng.choice(n, size=min(n, IVF_TRAIN_PER_LIST * nlist), replace=False))])
+        idx.nprobe = min(nprobe, nlist)
+    idx.add(x)
+    dist, ids = idx.search(x, k + 1)
+    short = np.flatnonzero((ids < 0).any(axis=1))  # probed lists held fewer than k + 1 rows
+    if short.size:
+        flat = faiss.IndexFlatL2(d)
+        flat.add(x)
+        dist[short], ids[short] = flat.search(x[short], k + 1)
+    return dist, ids
 
 
 def kth_neighbour_distance(
     x: np.ndarray, k: int, *, index: Literal["auto", "flat", "ivf"] = "auto", nprobe: int = 8, seed: int = 0
 ) -> np.ndarray:
     """L2 distance from each row to its k-th nearest other row (itself excluded, copies included)."""
-    import faiss
-
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    n, d = x.shape
+    n = len(x)
     if k >= n:
         raise SelectionError(f"fifa: k={k} neighbours needs more than {k} items; the pool has {n}")
-    if index == "flat" or (index == "auto" and n <= FLAT_LIMIT):
-        idx = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        idx = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        rng = np.random.default_rng(seed)
-        train = x[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-        idx.train(train)
-        idx.nprobe = nprobe
-    idx.add(x)
-    dist, ids = idx.search(x, k + 1)
+    dist, ids = nearest(x, k, index=index, nprobe=nprobe, seed=seed)
     is_self = ids == np.arange(n)[:, None]
     drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), k)
     col = np.where(drop <= k - 1, k, k - 1)
@@ -92,7 +116,7 @@ class FiFA(Selector):
     """
 
     pool_kinds = ("pairs", "candidates")
-    version = "2"  # distances over distinct prompts (was: over pool rows)
+    version = "3"  # IVF past 100k: sqrt(n) lists, nprobe 4 (was 4 sqrt(n), 8); 2: distances over distinct prompts
     objective_name = "mean_importance"
 
     class Config(SelectorConfig):
@@ -104,7 +128,7 @@ class FiFA(Selector):
         epsilon: float = Field(1e-6, gt=0.0)
         normalize: bool = True
         knn_index: Literal["auto", "flat", "ivf"] = "auto"
-        nprobe: int = Field(8, ge=1)
+        nprobe: int = Field(4, ge=1)
         embed: EmbedWhat = "prompt"
 
     def decide(self, pool: pl.DataFrame, context: SelectionContext, budget: int | None) -> pl.DataFrame:

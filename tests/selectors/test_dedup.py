@@ -158,3 +158,35 @@ def test_candidates_pool_dedups_prompt_plus_text():
     )
     d = SELECTORS.build("dedup", {"kind": "dedup"}).select(pool, SelectionContext("candidate_id"))
     assert d["kept"].to_list() == [True, False, True]
+
+
+def test_exact_hand_checked_on_shuffled_ids_across_batches(monkeypatch):
+    """Copies land in other batches (2 items per batch) and ids are not in index order: every copy
+    points at the first occurrence of its content, never at a later one."""
+    import curation.selectors.dedup as dedup_module
+
+    monkeypatch.setattr(dedup_module, "BATCH_ROWS", 2)
+    prompts = ["Q1", "q1 ", "Q2", "Q1", "Q2", "q1", "Q2"]
+    chosen = ["ans A", "ANS  a", "ans B", "ans A!", "ans\tb", "ans a", "ans b"]
+    pool = pairs_pool(prompts, chosen).with_columns(pl.Series("pair_id", ["x6", "x2", "x9", "x0", "x4", "x1", "x3"]))
+    d = run(pool)
+    assert d["target_id"].to_list() == pool["pair_id"].to_list()
+    assert d["kept"].to_list() == [True, False, True, True, False, False, False]
+    of = [json.loads(x)["duplicate_of"] if x else None for x in d["detail"].to_list()]
+    assert of == [None, "x6", None, None, "x9", "x6", "x9"]
+    assert d["reason"].to_list() == ["kept", "duplicate", "kept", "kept", "duplicate", "duplicate", "duplicate"]
+
+
+def test_exact_field_boundaries_do_not_move():
+    """('a b', 'c') and ('a', 'b c') are different pairs; joined into one text and normalised
+    (the separator is whitespace to Python) they looked equal."""
+    pool = pairs_pool(["a b", "a", "a b"], ["c", "b c", "C"])
+    assert run(pool)["kept"].to_list() == [True, True, False]
+
+
+def test_exact_multi_turn_prompt_differs_from_its_last_turn():
+    turns = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q"}]
+    pool = pairs_pool(["Q", "Q"], ["a", "a"]).with_columns(
+        pl.Series("prompt", [schema.user_prompt("Q"), turns], dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))))
+    assert run(pool)["kept"].to_list() == [True, True]
+    assert run(pool.vstack(pool))["kept"].to_list() == [True, True, False, False]

@@ -134,3 +134,11 @@ def test_bad_inputs_are_clear_errors():
     pool, ctx = pairs_pool(clustered(10, 4, 2, 0), np.array([np.nan] + [1.0] * 9))
     with pytest.raises(SelectionError, match="NaN"):
         SELECTORS.build("fifa", {"kind": "fifa"}).select(pool, ctx)
+
+
+def test_ivf_rows_whose_lists_are_too_small_are_searched_exactly():
+    """k = 100 with 14 lists of 200 rows and one list probed: faiss finds fewer than k + 1 rows (id -1,
+    a huge distance); those rows must get their exact distance, not an inflated one."""
+    x = clustered(200, 8, 10, 0, spread=0.3)
+    exact = kth_neighbour_distance(x, 100, index="flat")
+    assert np.allclose(kth_neighbour_distance(x, 100, index="ivf", nprobe=1), exact, atol=1e-4)
