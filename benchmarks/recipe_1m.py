@@ -14,6 +14,7 @@ peak resident memory (ru_maxrss) is its own:
   noise     the stacked noise filter (default signals), on what dedup kept
   kmq       kMQ, 50% of what noise kept, on prompt embeddings
   fifa      FiFA, 50% of the same items (measured beside kMQ: the recipe runs one of them)
+  fifa_recall  FiFA's approximate neighbour search against exact search (100k sample; 500 prompts at full size)
   publish   the catalog version from lazy scans of the artifacts and the decisions
   load      the published version read back
 
@@ -46,7 +47,7 @@ MINILM_TEXTS_PER_S = 400  # all-MiniLM-L6-v2 on this machine's CPU (README, embe
 DIM = 384
 STAGES = ("make", "score", "pairs", "pool", "dedup", "noise", "kmq", "fifa", "fifa_recall", "publish", "load")
 NEEDS = {"score": "make", "pairs": "score", "pool": "pairs", "dedup": "pool", "noise": "dedup", "kmq": "dedup",
-         "fifa": "dedup", "fifa_recall": "fifa", "publish": "kmq", "load": "publish"}
+         "fifa": "dedup", "fifa_recall": "dedup", "publish": "kmq", "load": "publish"}
 RECALL_SAMPLE, RECALL_QUERIES, RECALL_FULL_QUERIES = 100_000, 2_000, 500
 
 
@@ -182,11 +183,11 @@ def _select(work: Path, step: str, after: str | None, config: dict) -> dict:
 def _fifa_recall(work: Path, n: int) -> dict:
     """FiFA's approximate k-th neighbour search against exact search.
 
-    On a 100k sample of the distinct prompt vectors FiFA saw: recall of the k nearest for 2,000
+    On a 100k sample of the distinct prompt vectors FiFA sees: recall of the k nearest for 2,000
     queries (exact = flat search over the sample), the k-th distance ratio (approximate / exact,
     >= 1: a missed neighbour can only lengthen it) and the correlation of log distances (what
-    FiFA's diversity term uses). At full size: the k-th distances the fifa stage recorded for 500
-    prompts against exact search over all distinct prompts.
+    FiFA's diversity term uses). At full size, when the fifa stage finished: the k-th distances it
+    recorded for 500 prompts against exact search over all distinct prompts.
     """
     import faiss
     import numpy as np
@@ -198,9 +199,10 @@ def _fifa_recall(work: Path, n: int) -> dict:
 
     cfg = FiFA.Config(kind="fifa")
     kept = pl.read_parquet(work / "decisions_dedup.parquet").filter(pl.col("kept"))["target_id"]
-    pool = pl.read_parquet(work / "pool.parquet").filter(pl.col("pair_id").is_in(kept.implode()))
+    pool = pl.read_parquet(work / "pool.parquet", columns=["pair_id", "prompt"]).filter(pl.col("pair_id").is_in(kept.implode()))
     items = pool.select("pair_id", prompt_text_column(pool).alias("text")).unique("text", keep="first", maintain_order=True)
-    x = l2_normalize(_embedder(work).embed(items["text"].to_list()))
+    del pool
+    embedder = _embedder(work)
     rng = np.random.default_rng(0)
 
     def exact(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +219,8 @@ def _fifa_recall(work: Path, n: int) -> dict:
         return np.array(kth), found
 
     k = cfg.k
-    sample = x[np.sort(rng.choice(len(x), size=min(RECALL_SAMPLE, len(x)), replace=False))]
+    picked = np.sort(rng.choice(items.height, size=min(RECALL_SAMPLE, items.height), replace=False))
+    sample = l2_normalize(embedder.embed(items["text"].gather(picked).to_list()))
     queries = np.sort(rng.choice(len(sample), size=min(RECALL_QUERIES, len(sample)), replace=False))
     t = time.process_time()
     approx_d, approx_i = nearest(sample, k, index="ivf", nprobe=cfg.nprobe, seed=cfg.seed)
@@ -231,6 +234,10 @@ def _fifa_recall(work: Path, n: int) -> dict:
                       "kth_distance_ratio_mean": round(float(ratio.mean()), 4),
                       "kth_distance_ratio_p95": round(float(np.quantile(ratio, 0.95)), 4),
                       "log_kth_distance_correlation": round(float(np.corrcoef(np.log(got_kth), np.log(true_kth))[0, 1]), 4)}}
+    if not (work / "decisions_fifa.parquet").exists():
+        out["full"] = "not measured: the fifa stage did not finish"
+        return out
+    x = l2_normalize(embedder.embed(items["text"].to_list()))
     fifa = pl.read_parquet(work / "decisions_fifa.parquet").filter(pl.col("stage") == "select:fifa")
     recorded = fifa.select("target_id", pl.col("detail").str.json_path_match("$.log_knn_distance").cast(pl.Float64).alias("log_d"))
     rows = np.sort(rng.choice(len(x), size=min(RECALL_FULL_QUERIES, len(x)), replace=False))
