@@ -57,7 +57,7 @@ from curation.selectors import SELECTORS
 from curation.selectors.base import SelectionContext, SelectionError, default_embedder
 from curation.selectors.pair_features import log_length
 from curation.selectors.stacked_bt import cross_fitted_length_margins
-from curation.sources import read_pair_rows
+from curation.sources import read_pair_rows, read_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -82,6 +82,12 @@ Embed = Callable[[list[str]], np.ndarray]
 def load_set(name: str) -> pl.DataFrame:
     """Non-tie pairs of one shared set (the shared loader, curation.sources.read_pair_rows) in a fixed shuffled order."""
     return read_pair_rows(DATA / DATASETS[name]).sample(fraction=1.0, seed=0, shuffle=True)
+
+
+def load_candidates(name: str) -> pl.DataFrame:
+    """Who wrote each response (candidate_id -> generator), as a recipe run hands it to the noise filter:
+    its `generators` signal runs where the set names models (AlpacaEval) and is skipped elsewhere."""
+    return read_source(DATA / DATASETS[name]).candidates.select("candidate_id", "generator")
 
 
 def flip_rows(pool: pl.DataFrame, mask: np.ndarray) -> pl.DataFrame:
@@ -132,7 +138,7 @@ def length_baseline_mu(pool: pl.DataFrame, seed: int, folds: int = 5) -> np.ndar
     return cross_fitted_length_margins(diff, pool["prompt_id"].to_list(), folds=folds, seed=seed)
 
 
-def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -> dict:
+def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int, candidates: pl.DataFrame) -> dict:
     filter_config = {"kind": "noise"}
     per_seed = []
     for seed in range(seeds):
@@ -140,7 +146,7 @@ def noise_benchmark(pool: pl.DataFrame, embed: Embed, rate: float, seeds: int) -
         noisy = flip_rows(pool, mask)
         t0 = time.perf_counter()
         noise = SELECTORS.build("noise", {**filter_config, "seed": seed})
-        s = noise.strength(noisy, SelectionContext("pair_id", embed=embed, stage="noise"))
+        s = noise.strength(noisy, SelectionContext("pair_id", embed=embed, stage="noise", candidates=candidates))
         wall = time.perf_counter() - t0
         mu, flagged = np.asarray(s["mu"], dtype=float), np.asarray(s["flagged"], dtype=bool)
         report = getattr(noise, "report", {})
@@ -267,7 +273,8 @@ def held_out_split(rows: pl.DataFrame, train_pairs: int, test_pairs: int) -> tup
     return rows.filter(bucket != 0).head(train_pairs), rows.filter(bucket == 0).head(test_pairs)
 
 
-def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespace, on_run: Callable[[dict], None]) -> dict:
+def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespace, on_run: Callable[[dict], None],
+                        candidates: pl.DataFrame) -> dict:
     from curation.train.evaluate import evaluate
     from curation.train.trainer import train
 
@@ -295,7 +302,7 @@ def selection_benchmark(rows: pl.DataFrame, embed: Embed, args: argparse.Namespa
     for seed in range(args.seeds):
         rng = np.random.default_rng(2000 + seed)
         pool_s = flip_rows(train_all, rng.random(train_all.height) < args.train_flip_rate) if args.train_flip_rate else train_all
-        quality = SELECTORS.build("noise", {"kind": "noise", "seed": seed}).strength(pool_s, SelectionContext("pair_id", embed=embed))
+        quality = SELECTORS.build("noise", {"kind": "noise", "seed": seed}).strength(pool_s, SelectionContext("pair_id", embed=embed, candidates=candidates))
         pool_m = pool_s.with_columns(margin=pl.Series(np.asarray(quality["mu"], dtype=float)))
         for fraction in args.budgets:
             budget = max(1, round(fraction * pool_m.height))
@@ -689,7 +696,7 @@ def main() -> None:
         result["datasets"][name] = entry
         log.info("%s: %d pairs", name, rows.height)
         if "noise" in args.parts:
-            entry["noise"] = noise_benchmark(rows.head(args.pairs), embed, args.flip_rate, args.seeds)
+            entry["noise"] = noise_benchmark(rows.head(args.pairs), embed, args.flip_rate, args.seeds, load_candidates(name))
             save()
         if "selection" in args.parts:
 
@@ -697,7 +704,7 @@ def main() -> None:
                 entry["selection"] = selection
                 save()
 
-            selection_benchmark(rows, embed, args, progress)
+            selection_benchmark(rows, embed, args, progress, load_candidates(name))
         result["total_s"] = time.perf_counter() - started
         save()
         plot(result, out_png)
