@@ -542,8 +542,11 @@ def noise_readme(files: list[tuple[str, dict]], command: str) -> str:
 
 
 def check(what: str, ci: dict, op: str, target: float) -> str:
+    """Met or missed by the mean, and whether the interval straddles the target (then it is inside the noise)."""
     met = ci["mean"] >= target if op == ">=" else ci["mean"] <= target
-    return f"{what} {op} {target:g}: {fmt(ci)}, {'met' if met else 'missed'}"
+    straddles = ci["low"] < target < ci["high"]
+    verdict = ("met" if met else "missed") + (" by the mean, the interval straddles the target" if straddles else "")
+    return f"{what} {op} {target:g}: {fmt(ci)}, {verdict}"
 
 
 def selection_readme(files: list[tuple[str, dict]], command: str) -> str:
