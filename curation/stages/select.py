@@ -24,10 +24,14 @@ from curation.stats import Stats
 from curation.store import ArtifactStore
 
 
-def pair_pool(store: ArtifactStore, tables: Tables) -> pl.DataFrame:
+def pool_tables(store: ArtifactStore, tables: Tables) -> dict[str, pl.DataFrame]:
+    """The run's tables a selection pool is built from."""
+    return {n: read_table(store, tables, n) for n in ("prompts", "candidates", "scores", "pairs")}
+
+
+def pair_pool(store: ArtifactStore, tables: Tables, frames: dict[str, pl.DataFrame] | None = None) -> pl.DataFrame:
     """The selection pool: every pair denormalised (VERSION_ROWS columns), no decision applied."""
-    frames = {n: read_table(store, tables, n) for n in ("prompts", "candidates", "scores", "pairs")}
-    rows, _ = version_rows(frames)
+    rows, _ = version_rows(frames or pool_tables(store, tables))
     return rows
 
 
@@ -45,17 +49,16 @@ class Select(Stage):
 
     def compute(self, recipe: Recipe, tables: Tables, ctx: RunContext, report: Stats,
                 run: Mapping[str, Any]) -> dict[str, pl.DataFrame]:
-        pool = pair_pool(ctx.store, tables)
+        frames = pool_tables(ctx.store, tables)  # read once: the pool, the scores and who wrote each response
+        pool = pair_pool(ctx.store, tables, frames)
         if not recipe.select:
             decisions, summary = schema.empty("decisions"), {"pool": pool.height, "kept": pool.height, "steps": []}
         else:
             from curation.select import apply_selectors
 
-            cands = tables.get("candidates")  # who wrote each response, for the noise filter
-            result = apply_selectors(pool, [config_of(s) for s in recipe.select],
-                                     scores=read_table(ctx.store, tables, "scores"),
-                                     candidates=ctx.store.scan(cands).select("candidate_id", "generator").collect()
-                                     if cands is not None else None)
+            result = apply_selectors(pool, [config_of(s) for s in recipe.select], scores=frames["scores"],
+                                     candidates=frames["candidates"].select("candidate_id", "generator")
+                                     if "candidates" in tables else None)  # who wrote each response, for the noise filter
             decisions, summary = result.decisions, result.report
         return {"decisions": decisions, "select_report": pl.DataFrame({"report": [schema.dumps(summary)]})}
 
