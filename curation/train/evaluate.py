@@ -66,12 +66,6 @@ def pairwise_wins(chosen: list[float], rejected: list[float]) -> list[float]:
     return [1.0 if c > r else 0.5 if c == r else 0.0 for c, r in zip(chosen, rejected)]
 
 
-def pairwise_accuracy(chosen: list[float], rejected: list[float]) -> float:
-    """Share of pairs where the chosen side scores higher; equal scores count 1/2."""
-    wins = pairwise_wins(chosen, rejected)
-    return sum(wins) / len(wins)
-
-
 def with_interval(name: str, outcomes: list[float], seed: int = 0) -> dict[str, float]:
     """`name` (the mean of per-item outcomes) with `name_low` / `name_high`: its 95% bootstrap interval."""
     iv = bootstrap_interval(outcomes, seed=seed)

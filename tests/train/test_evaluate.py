@@ -15,7 +15,7 @@ from curation.train.evaluate import (
     calibration,
     decoding,
     length_controlled_win_rate,
-    pairwise_accuracy,
+    pairwise_wins,
     pass_at_k,
 )
 
@@ -30,7 +30,8 @@ def test_calibration_by_hand():
     assert cal["ece"] == pytest.approx(0.4)
     assert cal["brier"] == pytest.approx(0.41)
     assert cal["log_loss"] == pytest.approx((-math.log(0.9) - math.log(0.1)) / 2)
-    assert pairwise_accuracy([1.0, 2.0, 0.0, 5.0], [0.0, 1.0, 1.0, 5.0]) == pytest.approx(2.5 / 4)
+    wins = pairwise_wins([1.0, 2.0, 0.0, 5.0], [0.0, 1.0, 1.0, 5.0])
+    assert wins == [1.0, 1.0, 0.0, 0.5] and sum(wins) / len(wins) == pytest.approx(2.5 / 4)  # equal scores count 1/2
 
 
 def test_length_controlled_win_rate_by_hand():
